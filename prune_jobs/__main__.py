@@ -1,0 +1,3 @@
+from prune_jobs.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Online stage: a FastAPI gateway fronting dense and sparse vLLM replicas."""
