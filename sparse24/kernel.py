@@ -47,11 +47,22 @@ def block_variants(m: int) -> tuple[int, ...]:
 
 
 def check_available(device: torch.device | None = None) -> None:
+    """Raise KernelUnavailable unless the kernel can be compiled and loaded here (compiles one variant)."""
     if not torch.cuda.is_available():
         raise KernelUnavailable("no CUDA device")
     major, minor = torch.cuda.get_device_capability(device)
     if major < 8:
         raise KernelUnavailable(f"sparse tensor cores need sm_80 or newer, this GPU is sm_{major}{minor}")
+    precompile(torch.bfloat16, 1, 1, device)
+
+
+def precompile(dtype: torch.dtype, m: int, block_tiles: int, device: torch.device | None = None) -> None:
+    """Compile and load the variant serving m tokens now: module loading is not allowed while a CUDA graph
+    is being captured, and a table read from the disk cache has not run any kernel yet."""
+    try:
+        _compiled(dtype == torch.bfloat16, token_tiles(m), block_tiles, _arch(device))
+    except (ImportError, AttributeError, OSError) as exc:  # private torch.cuda._utils API moved or missing
+        raise KernelUnavailable(f"cannot load CUDA modules through torch ({exc})") from exc
 
 
 def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, block_tiles: int = 1) -> torch.Tensor:
@@ -75,7 +86,7 @@ def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, block_tiles: int = 1) ->
     return y
 
 
-def _arch(device: torch.device) -> str:
+def _arch(device: torch.device | None) -> str:
     major, minor = torch.cuda.get_device_capability(device)
     return f"{major}{minor}"
 

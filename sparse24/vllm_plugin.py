@@ -185,6 +185,7 @@ class Sparse24LinearMethod(LinearMethodBase):
         return torch.cuda.get_device_capability(weight.device)[0] >= 8
 
     def _prepare_sparse(self, layer: torch.nn.Module) -> None:
+        from sparse24 import kernel
         from sparse24.backends import CusparseltBackend, MmaSpBackend
         from sparse24.ops import table_arguments
 
@@ -193,6 +194,13 @@ class Sparse24LinearMethod(LinearMethodBase):
         used = table.kernels()
         empty = weight.new_empty(0)
         packed = MmaSpBackend().prepare(weight) if "mma_sp" in used else None
+        lower = 1
+        for choice in table.choices:  # every token-tile variant a batch in this bucket can need
+            if choice.kernel == "mma_sp":
+                upper = min(choice.m, kernel.MAX_TOKENS)
+                for m in {kernel.token_tiles(m) * 8 for m in range(lower, upper + 1)}:
+                    kernel.precompile(weight.dtype, m, choice.variant, weight.device)
+            lower = choice.m + 1
         layer.register_buffer("sp24_dense", weight if "dense" in used else empty, persistent=False)
         layer.register_buffer(
             "sp24_cslt",
