@@ -150,10 +150,14 @@ def table_for(
     return table
 
 
-def random_24_weight(n: int, k: int, dtype: torch.dtype, device: torch.device | str = "cuda") -> torch.Tensor:
-    """A reproducible 2:4 weight of a given shape, for speedcheck and benchmarks."""
-    gen = torch.Generator(device=device).manual_seed(n * 100_003 + k)
-    return prune_24(torch.randn(n, k, generator=gen, device=device, dtype=torch.float32)).to(dtype)
+def random_24_weight(
+    n: int, k: int, dtype: torch.dtype, device: torch.device | str = "cuda", seed: int = 0
+) -> torch.Tensor:
+    """A reproducible 2:4 weight for speedcheck and benchmarks, scaled like a trained layer (std ~ 1/sqrt(K))
+    so that stacks of them keep activations in range."""
+    gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + n * 100_003 + k)
+    weight = torch.randn(n, k, generator=gen, device=device, dtype=torch.float32) * (2.0 / k) ** 0.5
+    return prune_24(weight).to(dtype)
 
 
 def _relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
