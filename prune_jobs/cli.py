@@ -42,6 +42,24 @@ def fetch_model(
     typer.echo(str(path))
 
 
+@app.command("speedcheck")
+def speedcheck(
+    model: Path = typer.Option(..., "--model", help="Hugging Face model directory (config.json is read)."),
+    dtype: str = typer.Option("bfloat16", help="Weight/activation dtype to measure: bfloat16 or float16."),
+) -> None:
+    """Measure 2:4 kernels for MODEL's linear shapes on the local GPU: the kernel each token bucket uses and
+    the speedup over dense. Exit code 3 (one line on stderr) when there is no usable CUDA GPU."""
+    from sparse24.speedcheck import EXIT_NO_GPU, NoGpuError, SpeedcheckInputError, run_speedcheck
+
+    try:
+        run_speedcheck(model, dtype)
+    except SpeedcheckInputError as exc:
+        raise PruneJobError(str(exc)) from None
+    except NoGpuError as exc:
+        typer.echo(f"no GPU: {exc}", err=True)
+        raise typer.Exit(EXIT_NO_GPU) from None
+
+
 def main() -> None:
     try:
         app()

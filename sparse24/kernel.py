@@ -1,0 +1,139 @@
+"""Run the `mma.sp` kernel (`csrc/sp24_mma.cu`): compiled with NVRTC on first use for the local GPU.
+
+NVRTC ships with CUDA builds of PyTorch, so serving needs no compiler and no build step; the source has no
+includes. Launches go through the CUDA driver on the current stream, so they are captured by CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+from importlib import resources
+
+import torch
+
+from sparse24.layout import PackedMmaSp
+
+THREADS = 256  # SP24_WARPS · 32 in the source
+MAX_TOKENS = 32
+BLOCK_TILES = (1, 2, 4)  # NTB: row tiles of 16 per block
+
+
+class KernelUnavailable(RuntimeError):
+    """The kernel cannot run here (no CUDA, GPU older than sm_80, no NVRTC); the message says which."""
+
+
+@functools.cache
+def kernel_source() -> str:
+    return resources.files("sparse24").joinpath("csrc/sp24_mma.cu").read_text()
+
+
+def kernel_version() -> str:
+    return hashlib.sha256(kernel_source().encode()).hexdigest()[:12]
+
+
+def token_tiles(m: int) -> int:
+    """Token tiles of 8 (template MT) for a batch of m tokens."""
+    if not 1 <= m <= MAX_TOKENS:
+        raise ValueError(f"the mma.sp kernel takes 1..{MAX_TOKENS} tokens, got {m}")
+    return 1 if m <= 8 else 2 if m <= 16 else 4
+
+
+def block_variants(m: int) -> tuple[int, ...]:
+    """NTB values compiled for this M; MT·NTB <= 8 keeps the accumulators in registers without spilling."""
+    mt = token_tiles(m)
+    return tuple(ntb for ntb in BLOCK_TILES if mt * ntb <= 8)
+
+
+def check_available(device: torch.device | None = None) -> None:
+    """Raise KernelUnavailable unless the kernel can be compiled and loaded here (compiles one variant)."""
+    if not torch.cuda.is_available():
+        raise KernelUnavailable("no CUDA device")
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        raise KernelUnavailable(f"sparse tensor cores need sm_80 or newer, this GPU is sm_{major}{minor}")
+    precompile(torch.bfloat16, 1, 1, device)
+
+
+def precompile(dtype: torch.dtype, m: int, block_tiles: int, device: torch.device | None = None) -> None:
+    """Compile and load the variant serving m tokens now: module loading is not allowed while a CUDA graph
+    is being captured, and a table read from the disk cache has not run any kernel yet."""
+    try:
+        _compiled(dtype == torch.bfloat16, token_tiles(m), block_tiles, _arch(device))
+    except (ImportError, AttributeError, OSError) as exc:  # private torch.cuda._utils API moved or missing
+        raise KernelUnavailable(f"cannot load CUDA modules through torch ({exc})") from exc
+
+
+def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, block_tiles: int = 1) -> torch.Tensor:
+    """y = x @ W.T for x [M, K] with M <= 32, W the packed 2:4 weight; returns [M, N] in x.dtype."""
+    if x.dim() != 2 or x.shape[1] != packed.k:
+        raise ValueError(f"x must be [M, {packed.k}], got {tuple(x.shape)}")
+    if x.dtype != packed.dtype:
+        raise ValueError(f"x is {x.dtype}, the weight {packed.dtype}")
+    m = x.shape[0]
+    mt = token_tiles(m)
+    if block_tiles not in block_variants(m) or packed.n_tiles % block_tiles:
+        raise ValueError(f"block_tiles={block_tiles} is not a compiled variant for M={m}")
+    x = x.contiguous()
+    y = torch.empty(m, packed.n, dtype=x.dtype, device=x.device)
+    kernel = _compiled(x.dtype == torch.bfloat16, mt, block_tiles, _arch(x.device))
+    kernel(
+        grid=(packed.n_tiles // block_tiles, 1, 1),
+        block=(THREADS, 1, 1),
+        args=[packed.values, packed.meta, x, y, m, packed.n, packed.k, packed.k_blocks],
+    )
+    return y
+
+
+def _arch(device: torch.device | None) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{major}{minor}"
+
+
+@functools.cache
+def _compiled(bf16: bool, mt: int, ntb: int, arch: str):  # -> torch.cuda._utils._CudaKernel
+    name = f"sp24_mma_gemm<{'true' if bf16 else 'false'}, {mt}, {ntb}>"
+    cubin, lowered = _nvrtc_compile(kernel_source(), name, arch)
+    from torch.cuda._utils import _cuda_load_module
+
+    return _cuda_load_module(cubin, [lowered])[lowered]
+
+
+def _nvrtc_compile(source: str, name_expression: str, arch: str) -> tuple[bytes, str]:
+    """Compile one template instance to a cubin for sm_<arch>; returns (cubin, lowered kernel name)."""
+    try:
+        from torch.cuda._utils import _get_gpu_rtc_library
+
+        nvrtc = _get_gpu_rtc_library()
+    except (ImportError, OSError) as exc:
+        raise KernelUnavailable(f"NVRTC not found ({exc})") from exc
+
+    def check(status: int, prog: ctypes.c_void_p | None = None) -> None:
+        if status == 0:
+            return
+        log = ""
+        if prog is not None:
+            size = ctypes.c_size_t()
+            nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            buf = ctypes.create_string_buffer(size.value)
+            nvrtc.nvrtcGetProgramLog(prog, buf)
+            log = buf.value.decode(errors="replace")
+        raise KernelUnavailable(f"NVRTC failed for {name_expression} (status {status}): {log.strip()}")
+
+    prog = ctypes.c_void_p()
+    check(nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"sp24_mma.cu", 0, None, None))
+    try:
+        check(nvrtc.nvrtcAddNameExpression(prog, name_expression.encode()))
+        options = [f"--gpu-architecture=sm_{arch}".encode(), b"-std=c++17", b"-default-device"]
+        opts = (ctypes.c_char_p * len(options))(*options)
+        check(nvrtc.nvrtcCompileProgram(prog, len(options), opts), prog)
+        size = ctypes.c_size_t()
+        check(nvrtc.nvrtcGetCUBINSize(prog, ctypes.byref(size)))
+        cubin = ctypes.create_string_buffer(size.value)
+        check(nvrtc.nvrtcGetCUBIN(prog, cubin))
+        lowered = ctypes.c_char_p()
+        check(nvrtc.nvrtcGetLoweredName(prog, name_expression.encode(), ctypes.byref(lowered)))
+        return cubin.raw, lowered.value.decode()
+    finally:
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
