@@ -35,11 +35,13 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sparsefleet"
 
 
-def default_fleet_data() -> dict[str, Any]:
-    """The default fleet as fleet-file data (environment overrides still apply on top)."""
+def default_fleet_data(*, produce: bool = True) -> dict[str, Any]:
+    """The default fleet as fleet-file data (environment overrides still apply on top); `produce=False`
+    only names the 2:4 checkpoint instead of pruning it when missing (for `--check`)."""
     dense = fetch_dense_model()
     sparse = cache_root() / "checkpoints" / SPARSE_DIR_NAME
-    ensure_sparse_checkpoint(sparse)
+    if produce:
+        ensure_sparse_checkpoint(sparse)
     return {
         "replicas": [
             {"name": "dense-0", "variant": DENSE_VARIANT, "kind": "vllm", "model": str(dense)},

@@ -90,8 +90,10 @@ def test_openai_client_works_unchanged(live_gateway):
     from openai import OpenAI
 
     oai = OpenAI(base_url=f"{live_gateway.url}/v1", api_key=API_KEY, max_retries=0)
-    ids = {m.id for m in oai.models.list()}
-    assert {"dense", "sparse-2:4", "dense-a", "dense-b", "sparse-a"} <= ids
+    cards = {m.id: m for m in oai.models.list()}
+    assert {"dense", "sparse-2:4", "dense-a", "dense-b", "sparse-a"} <= cards.keys()
+    assert cards["sparse-2:4"].model_extra["metadata"]["pattern"] == "2:4"
+    assert cards["sparse-2:4"].model_extra["max_model_len"] == CONTEXT
     completion = oai.completions.create(model="dense-a", prompt=PROMPT, max_tokens=6, temperature=0)
     assert completion.choices[0].text and completion.usage.completion_tokens <= 6
     assert completion.model_extra["replica"] == "dense-a"
