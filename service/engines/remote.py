@@ -6,6 +6,7 @@ numbers. Closing the stream closes the connection, which vLLM's server turns int
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -115,9 +116,9 @@ class RemoteEngine:
         client = self._require()
         completion_tokens = 0
         try:
-            async with client.stream(
-                "POST", path, json=body, headers={"X-Request-Id": request_id}
-            ) as response:
+            request = client.build_request("POST", path, json=body, headers={"X-Request-Id": request_id})
+            response = await client.send(request, stream=True)
+            try:
                 if response.status_code != 200:
                     await response.aread()
                     raise _status_error(response)
@@ -126,7 +127,7 @@ class RemoteEngine:
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        return
+                        continue  # read on to the end of the body so the connection returns to the pool
                     chunk = json.loads(data)
                     if "error" in chunk:
                         raise EngineError(f"{self._config.url} failed mid-stream: {chunk['error']}")
@@ -134,6 +135,10 @@ class RemoteEngine:
                     if delta is not None:
                         completion_tokens += delta.tokens
                         yield delta
+            finally:
+                # Closing the connection is how the server learns to abort; shielded so that a cancelled
+                # caller (client gone, timeout) cannot interrupt it half-way.
+                await asyncio.shield(asyncio.ensure_future(response.aclose()))
         except httpx.HTTPError as exc:
             raise EngineError(f"{self._config.url}: {_describe(exc)}") from exc
         except ValueError as exc:

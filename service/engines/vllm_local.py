@@ -173,10 +173,16 @@ class VllmLocalEngine:
         except (EngineDeadError, EngineGenerateError) as exc:
             raise EngineError(f"engine of {self._name} failed: {type(exc).__name__}") from exc
         finally:
-            # Closing vLLM's generator aborts the request in the engine core (no orphaned decoding).
-            await stream.aclose()
-            if not finished and llm is self._llm and not llm.errored:
-                await llm.abort(request_id)
+            # In its own task: a client that hung up cancels us inside Starlette's (level-triggered) cancel
+            # scope, which would interrupt these awaits too; the abort must reach the engine core regardless.
+            await asyncio.shield(asyncio.ensure_future(self._release(llm, stream, request_id, finished)))
+
+    async def _release(
+        self, llm: AsyncLLM, stream: AsyncIterator[Any], request_id: str, finished: bool
+    ) -> None:
+        await stream.aclose()  # type: ignore[attr-defined]  # vLLM aborts a request whose generator closes
+        if not finished and llm is self._llm and not llm.errored:
+            await llm.abort(request_id)
 
     def _require(self) -> AsyncLLM:
         if self._llm is None:
