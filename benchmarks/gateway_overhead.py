@@ -3,9 +3,12 @@
 Topology: client → `vllm serve` (direct) versus client → gateway → the same `vllm serve` (a `remote`
 replica), so the only difference is the gateway hop. Rounds alternate between the two paths (ABBA order)
 so that drift in a shared machine's load hits both alike. Every request streams `/v1/completions` with the
-same prompt at temperature 0, so both paths generate identical token counts.
+same prompt, temperature 0 and `ignore_eos`, so both paths generate exactly `max_tokens` per request.
 
-    python benchmarks/gateway_overhead.py --concurrency 50 --requests 200 --rounds 3
+A second, single-stream probe alternates one-token requests between the paths request by request: the
+added latency of the hop itself, without the noise of 50 streams sharing two cores.
+
+    python benchmarks/gateway_overhead.py --concurrency 50 --requests 150 --rounds 3 --max-tokens 64
 
 Prints a markdown table (paste into docs/benchmarks/gateway.md together with the command and load).
 """
@@ -103,6 +106,7 @@ async def run_round(
     path: str, base: str, model: str, concurrency: int, requests: int, max_tokens: int
 ) -> Round:
     body = {
+        "ignore_eos": True,  # fixed output length: both paths generate exactly max_tokens
         "model": model,
         "prompt": PROMPT,
         "max_tokens": max_tokens,
@@ -160,6 +164,7 @@ def main(
     rounds: int = typer.Option(3, help="Rounds per path (alternating ABBA)."),
     max_tokens: int = typer.Option(32, help="Output tokens per request."),
     warmup: int = typer.Option(20, help="Unmeasured requests per path first."),
+    probe: int = typer.Option(200, help="Single-stream one-token requests per path for the hop latency."),
 ) -> None:
     """Measure the latency and throughput the gateway adds in front of a vLLM server."""
     model_dir = resolve_model(model)
@@ -221,6 +226,7 @@ def main(
             results = asyncio.run(
                 _measure(direct, gateway, concurrency, requests, rounds, max_tokens, warmup)
             )
+            hop = asyncio.run(_probe(direct, gateway, probe))
         finally:
             for proc in reversed(procs):
                 with _suppress():
@@ -228,6 +234,7 @@ def main(
                     proc.wait(60)
             log.close()
     _report(results, model, concurrency, requests, rounds, max_tokens)
+    _report_probe(hop)
 
 
 async def _measure(
@@ -248,6 +255,43 @@ async def _measure(
             )
             results.append(r)
     return results
+
+
+async def _probe(direct: str, gateway: str, n: int) -> dict[str, list[float]]:
+    """One client, one request at a time, alternating paths request by request."""
+    body = {
+        "model": "bench",
+        "prompt": "Hi",
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    times: dict[str, list[float]] = {"direct": [], "gateway": []}
+    async with httpx.AsyncClient(timeout=60) as client:
+        for i in range(n * 2 + 20):
+            name = "direct" if i % 2 == 0 else "gateway"
+            sample = await one_request(
+                client, f"{direct if name == 'direct' else gateway}/v1/completions", body
+            )
+            if i >= 20:  # the first ones warm connections and caches
+                times[name].append(sample.e2e_s)
+    return times
+
+
+def _report_probe(times: dict[str, list[float]]) -> None:
+    d, g = statistics.median(times["direct"]) * 1000, statistics.median(times["gateway"]) * 1000
+    print()
+    print(
+        f"single-stream hop probe ({len(times['direct'])} one-token requests per path, interleaved), "
+        f"load average {os.getloadavg()[0]:.2f}:"
+    )
+    print()
+    print("| path | P50 e2e (ms) | P90 e2e (ms) |")
+    print("|---|---|---|")
+    print(f"| direct (vllm serve) | {d:.2f} | {pct(times['direct'], 90) * 1000:.2f} |")
+    print(f"| through gateway | {g:.2f} | {pct(times['gateway'], 90) * 1000:.2f} |")
+    print(f"| **added by the gateway** | **{g - d:+.2f}** | |")
 
 
 class _suppress:

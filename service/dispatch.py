@@ -20,6 +20,7 @@ from service.errors import (
     EngineFailure,
     GatewayError,
     GenerationTimeout,
+    InvalidRequest,
     NoHealthyReplica,
     QueueFull,
     UnknownModel,
@@ -162,8 +163,8 @@ class Generation:
         self._stream: AsyncIterator[Delta] | None = None
         self._first: Delta | None = None
         self._last_at = started
-        self._outcome: str | None = None
         self._closed = False
+        self._itl = telemetry.itl.labels(self.replica, self.variant)  # looked up once: observed per token
 
     async def begin(self, prepared: PreparedRequest) -> None:
         """Start the engine stream and wait for the first token; on failure the slot is already released."""
@@ -178,6 +179,9 @@ class Generation:
             raise GenerationTimeout(f"no output from {self.replica} in time") from None
         except asyncio.CancelledError:
             await self._close("cancelled")
+            raise
+        except InvalidRequest:
+            await self._close(None)  # a remote server refused the input: the client's fault, as in prepare()
             raise
         except BaseException:
             await self._close("error")
@@ -236,9 +240,8 @@ class Generation:
                 s.ttft_s = now - self._started
             else:
                 gap = (now - self._last_at) / delta.tokens
-                itl = self._telemetry.itl.labels(self.replica, self.variant)
                 for _ in range(delta.tokens):
-                    itl.observe(gap)
+                    self._itl.observe(gap)
             self._last_at = now
             s.completion_tokens += delta.tokens
         if delta.finish_reason is not None:
@@ -248,7 +251,8 @@ class Generation:
         """Release everything; a generation closed before its end counts as cancelled (and is aborted)."""
         await self._close("cancelled")
 
-    async def _close(self, outcome: str) -> None:
+    async def _close(self, outcome: str | None) -> None:
+        """Release the slot and the engine stream; record the outcome (None: bad input, not a request)."""
         if self._closed:
             return
         self._closed = True
@@ -260,7 +264,8 @@ class Generation:
             log.warning("closing the stream of %s on %s failed: %s", self.id, self.replica, exc)
         finally:
             await self._slot.__aexit__(None, None, None)
-            self._record(outcome)
+            if outcome is not None:
+                self._record(outcome)
 
     def _record(self, outcome: str) -> None:
         s = self.summary

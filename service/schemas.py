@@ -55,6 +55,7 @@ class _Sampling(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    ignore_eos: bool = Field(False, description="vLLM extension: keep generating past EOS up to max_tokens.")
 
     @field_validator("stop")
     @classmethod
@@ -75,6 +76,7 @@ class _Sampling(BaseModel):
             top_p=self.top_p,
             stop=_stop_list(self.stop),
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
         )
 
 

@@ -18,6 +18,7 @@ class SamplingOptions:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM extension: generate exactly max_tokens (load tests need fixed lengths)
 
 
 @dataclass(frozen=True)

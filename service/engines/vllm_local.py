@@ -137,6 +137,7 @@ class VllmLocalEngine:
             top_p=options.top_p,
             stop=list(options.stop) or None,
             seed=options.seed,
+            ignore_eos=options.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         return PreparedRequest(request, options, len(ids), payload=(tokens_input(ids, prompt=text), params))
@@ -175,13 +176,14 @@ class VllmLocalEngine:
         finally:
             # In its own task: a client that hung up cancels us inside Starlette's (level-triggered) cancel
             # scope, which would interrupt these awaits too; the abort must reach the engine core regardless.
-            await asyncio.shield(asyncio.ensure_future(self._release(llm, stream, request_id, finished)))
+            if finished:
+                await stream.aclose()  # type: ignore[attr-defined]
+            else:
+                await asyncio.shield(asyncio.ensure_future(self._release(llm, stream, request_id)))
 
-    async def _release(
-        self, llm: AsyncLLM, stream: AsyncIterator[Any], request_id: str, finished: bool
-    ) -> None:
+    async def _release(self, llm: AsyncLLM, stream: AsyncIterator[Any], request_id: str) -> None:
         await stream.aclose()  # type: ignore[attr-defined]  # vLLM aborts a request whose generator closes
-        if not finished and llm is self._llm and not llm.errored:
+        if llm is self._llm and not llm.errored:
             await llm.abort(request_id)
 
     def _require(self) -> AsyncLLM:

@@ -19,6 +19,7 @@ class FakeEngine:
         self.context = context
         self.healthy = True
         self.fail_generate = False
+        self.refuse_input = False  # like a remote server answering 400 once the request reached it
         self.dead = False
         self.started = 0
         self.stopped = 0
@@ -60,6 +61,8 @@ class FakeEngine:
     async def generate(self, prepared: PreparedRequest, request_id: str) -> AsyncIterator[Delta]:
         if self.fail_generate:
             raise EngineError("fake engine failed")
+        if self.refuse_input:
+            raise InvalidRequest("the server refused the prompt", param="prompt")
         self.running.add(request_id)
         finished = False
         try:

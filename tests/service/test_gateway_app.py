@@ -232,3 +232,15 @@ async def test_metrics_cover_every_contract_series():
         assert f"sparsefleet_{name}{{" in text, name
     assert 'sparsefleet_generation_tokens_total{replica="d0",variant="dense"} 3.0' in text
     assert 'le="0.001"' in text and 'le="0.004"' in text
+
+
+async def test_input_refused_by_the_engine_is_a_400_and_not_an_error_outcome():
+    engine = FakeEngine()
+    async with serve(fleet(("d0", "dense")), [engine]) as (_, client):
+        engine.refuse_input = True
+        reply = await client.post("/generate", json=gen())
+        text = (await client.get("/metrics")).text
+        replicas = (await client.get("/replicas")).json()
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "prompt"
+    assert 'sparsefleet_requests_total{outcome="error",replica="d0",variant="dense"} 0.0' in text
+    assert replicas[0]["state"] == "ready" and replicas[0]["in_flight"] == 0
