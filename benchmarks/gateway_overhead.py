@@ -6,7 +6,9 @@ so that drift in a shared machine's load hits both alike. Every request streams 
 same prompt, temperature 0 and `ignore_eos`, so both paths generate exactly `max_tokens` per request.
 
 A second, single-stream probe alternates one-token requests between the paths request by request: the
-added latency of the hop itself, without the noise of 50 streams sharing two cores.
+added latency of the hop itself, without the noise of 50 streams sharing two cores. CPU time of the vLLM
+processes and of the gateway is accounted per round: unlike wall time it hardly depends on what else runs on
+a shared machine, and on a CPU-bound host it bounds what the gateway can cost in throughput.
 
     python benchmarks/gateway_overhead.py --concurrency 50 --requests 150 --rounds 3 --max-tokens 64
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil  # comes with vLLM
 import typer
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -50,10 +53,34 @@ class Round:
     samples: list[Sample] = field(default_factory=list)
     errors: int = 0
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group in this round
 
     @property
     def tokens_per_s(self) -> float:
         return sum(s.tokens for s in self.samples) / self.wall_s
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each group of processes (a process and all its children)."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self._groups = {}
+        for name, pid in roots.items():
+            root = psutil.Process(pid)
+            self._groups[name] = [root, *root.children(recursive=True)]
+
+    def read(self) -> dict[str, float]:
+        totals = {}
+        for name, procs in self._groups.items():
+            total = 0.0
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+            totals[name] = total
+        return totals
 
 
 def free_port() -> int:
@@ -103,7 +130,7 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> Sample
 
 
 async def run_round(
-    path: str, base: str, model: str, concurrency: int, requests: int, max_tokens: int
+    path: str, base: str, model: str, concurrency: int, requests: int, max_tokens: int, meter: CpuMeter
 ) -> Round:
     body = {
         "ignore_eos": True,  # fixed output length: both paths generate exactly max_tokens
@@ -127,9 +154,11 @@ async def run_round(
                 except httpx.HTTPError:
                     result.errors += 1
 
+        cpu_before = meter.read()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.wall_s = time.perf_counter() - started
+        result.cpu_s = {k: v - cpu_before[k] for k, v in meter.read().items()}
     result.load = os.getloadavg()
     return result
 
@@ -153,6 +182,10 @@ def summarize(rounds: list[Round], path: str) -> dict[str, float]:
         "requests": len(samples),
         "errors": sum(r.errors for r in mine),
         "tokens_per_request": statistics.mean(s.tokens for s in samples),
+        **{
+            f"cpu_ms_per_token_{k}": sum(r.cpu_s[k] for r in mine) * 1000 / sum(s.tokens for s in samples)
+            for k in mine[0].cpu_s
+        },
     }
 
 
@@ -223,8 +256,9 @@ def main(
             )
             gateway = f"http://127.0.0.1:{gw_port}"
             wait_ready(f"{gateway}/ready", 120, procs[1])
+            meter = CpuMeter({"vllm": procs[0].pid, "gateway": procs[1].pid})
             results = asyncio.run(
-                _measure(direct, gateway, concurrency, requests, rounds, max_tokens, warmup)
+                _measure(direct, gateway, concurrency, requests, rounds, max_tokens, warmup, meter)
             )
             hop = asyncio.run(_probe(direct, gateway, probe))
         finally:
@@ -233,21 +267,29 @@ def main(
                     os.killpg(proc.pid, signal.SIGTERM)
                     proc.wait(60)
             log.close()
-    _report(results, model, concurrency, requests, rounds, max_tokens)
+    if results:
+        _report(results, model, concurrency, requests, rounds, max_tokens)
     _report_probe(hop)
 
 
 async def _measure(
-    direct: str, gateway: str, concurrency: int, requests: int, rounds: int, max_tokens: int, warmup: int
+    direct: str,
+    gateway: str,
+    concurrency: int,
+    requests: int,
+    rounds: int,
+    max_tokens: int,
+    warmup: int,
+    meter: CpuMeter,
 ) -> list[Round]:
     paths = {"direct": direct, "gateway": gateway}
     for name, base in paths.items():
-        await run_round(name, base, "bench", min(concurrency, warmup), warmup, max_tokens)
+        await run_round(name, base, "bench", min(concurrency, warmup), warmup, max_tokens, meter)
     results = []
     for i in range(rounds):
         order = ["direct", "gateway"] if i % 2 == 0 else ["gateway", "direct"]
         for name in order:
-            r = await run_round(name, paths[name], "bench", concurrency, requests, max_tokens)
+            r = await run_round(name, paths[name], "bench", concurrency, requests, max_tokens, meter)
             print(
                 f"round {i + 1} {name:8s} {r.tokens_per_s:8.1f} tok/s  p50 "
                 f"{statistics.median(s.e2e_s for s in r.samples) * 1000:8.1f} ms  load {r.load}",
@@ -337,6 +379,17 @@ def _report(
     print()
     print("throughput ratio per round (gateway / direct): " + ", ".join(f"{x:.1%}" for x in per_round))
     print("load average after each round: " + ", ".join(f"{r.path[0]}:{r.load[0]:.2f}" for r in results))
+    vllm_cpu, gw_cpu = g["cpu_ms_per_token_vllm"], g["cpu_ms_per_token_gateway"]
+    print()
+    print("| CPU per output token (ms) | vLLM processes | gateway |")
+    print("|---|---|---|")
+    print(f"| direct rounds | {d['cpu_ms_per_token_vllm']:.3f} | {d['cpu_ms_per_token_gateway']:.3f} |")
+    print(f"| gateway rounds | {vllm_cpu:.3f} | {gw_cpu:.3f} |")
+    print()
+    print(
+        f"on a CPU-bound host the gateway's share of the CPU is {gw_cpu / (vllm_cpu + gw_cpu):.1%}, "
+        f"i.e. at most that much throughput lost to it (target ≤ 3%)"
+    )
 
 
 if __name__ == "__main__":
