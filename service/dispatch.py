@@ -91,16 +91,15 @@ class Dispatcher:
             raise NoHealthyReplica(
                 f"no healthy replica for {what}", param="replica" if target.replica else "variant"
             )
-        full: QueueFull | None = None
+        full: tuple[Replica, QueueFull] | None = None
         failure: str | None = None
         for name in plan:
             replica = self._fleet.get(name)
             if replica is None or not replica.healthy:
                 continue  # went down while earlier candidates were tried
             try:
-                prepared = await replica.engine.prepare(
-                    request, options
-                )  # InvalidRequest: the client's fault
+                # InvalidRequest propagates: bad input is the client's fault on every replica alike.
+                prepared = await replica.engine.prepare(request, options)
             except EngineError as exc:
                 failure = str(exc)
                 replica.report_failure(failure)
@@ -110,8 +109,7 @@ class Dispatcher:
                 async with asyncio.timeout_at(deadline):
                     await slot.__aenter__()
             except QueueFull as exc:
-                full = full or exc
-                self._telemetry.finished(replica.name, replica.variant, "rejected")
+                full = full or (replica, exc)  # counted only if no other replica takes the request
                 continue
             except TimeoutError:
                 self._telemetry.finished(replica.name, replica.variant, "timeout")
@@ -131,7 +129,8 @@ class Dispatcher:
                 continue
             return generation
         if full is not None:
-            raise full
+            self._telemetry.finished(full[0].name, full[0].variant, "rejected")
+            raise full[1]
         raise NoHealthyReplica(
             f"every replica for {target.replica or target.variant or 'the request'} failed: "
             f"{failure or 'none healthy'}",
