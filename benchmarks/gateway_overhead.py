@@ -201,7 +201,7 @@ def main(
 ) -> None:
     """Measure the latency and throughput the gateway adds in front of a vLLM server."""
     model_dir = resolve_model(model)
-    vllm_port, gw_port = free_port(), free_port()
+    vllm_port = free_port()
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
@@ -245,6 +245,9 @@ def main(
                 f"limits: {{max_concurrency: {concurrency * 2}, max_queue: {concurrency * 4}}}\n"
                 "server: {log_level: warning}\n"
             )
+            gw_port = (
+                free_port()
+            )  # picked late: on a shared machine a port picked early may be taken meanwhile
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "service", "--fleet", str(fleet), "--port", str(gw_port)],
@@ -260,7 +263,11 @@ def main(
             results = asyncio.run(
                 _measure(direct, gateway, concurrency, requests, rounds, max_tokens, warmup, meter)
             )
-            hop = asyncio.run(_probe(direct, gateway, probe))
+            hop = asyncio.run(_probe(direct, gateway, probe, meter))
+        except RuntimeError:
+            log.flush()
+            print((Path(tmp) / "servers.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             for proc in reversed(procs):
                 with _suppress():
@@ -299,7 +306,13 @@ async def _measure(
     return results
 
 
-async def _probe(direct: str, gateway: str, n: int) -> dict[str, list[float]]:
+@dataclass
+class Probe:
+    times: dict[str, list[float]]
+    gateway_cpu_ms_per_request: float
+
+
+async def _probe(direct: str, gateway: str, n: int, meter: CpuMeter) -> Probe:
     """One client, one request at a time, alternating paths request by request."""
     body = {
         "model": "bench",
@@ -311,18 +324,36 @@ async def _probe(direct: str, gateway: str, n: int) -> dict[str, list[float]]:
     }
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
     async with httpx.AsyncClient(timeout=60) as client:
+        cpu_before = 0.0
         for i in range(n * 2 + 20):
+            if i == 20:  # the first ones warm connections and caches
+                cpu_before = meter.read()["gateway"]
             name = "direct" if i % 2 == 0 else "gateway"
             sample = await one_request(
                 client, f"{direct if name == 'direct' else gateway}/v1/completions", body
             )
-            if i >= 20:  # the first ones warm connections and caches
+            if i >= 20:
                 times[name].append(sample.e2e_s)
-    return times
+        cpu_ms = (meter.read()["gateway"] - cpu_before) * 1000 / n
+    return Probe(times, cpu_ms)
 
 
-def _report_probe(times: dict[str, list[float]]) -> None:
+def _bootstrap_ci(a: list[float], b: list[float], rounds: int = 2000) -> tuple[float, float]:
+    """95% interval of median(b) - median(a) by resampling: how much of the difference is noise."""
+    import random
+
+    rng = random.Random(0)
+    diffs = sorted(
+        statistics.median(rng.choices(b, k=len(b))) - statistics.median(rng.choices(a, k=len(a)))
+        for _ in range(rounds)
+    )
+    return diffs[int(rounds * 0.025)], diffs[int(rounds * 0.975)]
+
+
+def _report_probe(probe: Probe) -> None:
+    times = probe.times
     d, g = statistics.median(times["direct"]) * 1000, statistics.median(times["gateway"]) * 1000
+    low, high = _bootstrap_ci(times["direct"], times["gateway"])
     print()
     print(
         f"single-stream hop probe ({len(times['direct'])} one-token requests per path, interleaved), "
@@ -333,7 +364,11 @@ def _report_probe(times: dict[str, list[float]]) -> None:
     print("|---|---|---|")
     print(f"| direct (vllm serve) | {d:.2f} | {pct(times['direct'], 90) * 1000:.2f} |")
     print(f"| through gateway | {g:.2f} | {pct(times['gateway'], 90) * 1000:.2f} |")
-    print(f"| **added by the gateway** | **{g - d:+.2f}** | |")
+    print(
+        f"| **added by the gateway** | **{g - d:+.2f}** (95% CI {low * 1000:+.2f} … {high * 1000:+.2f}) | |"
+    )
+    print()
+    print(f"gateway CPU per one-token request: {probe.gateway_cpu_ms_per_request:.2f} ms")
 
 
 class _suppress:
@@ -377,7 +412,11 @@ def _report(
         f"**{ratio:.1%}** of direct | | |"
     )
     print()
-    print("throughput ratio per round (gateway / direct): " + ", ".join(f"{x:.1%}" for x in per_round))
+    print(
+        "throughput ratio per round (gateway / direct): "
+        + ", ".join(f"{x:.1%}" for x in per_round)
+        + f"; median {statistics.median(per_round):.1%}"
+    )
     print("load average after each round: " + ", ".join(f"{r.path[0]}:{r.load[0]:.2f}" for r in results))
     vllm_cpu, gw_cpu = g["cpu_ms_per_token_vllm"], g["cpu_ms_per_token_gateway"]
     print()

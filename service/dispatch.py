@@ -163,7 +163,7 @@ class Generation:
         self._first: Delta | None = None
         self._last_at = started
         self._closed = False
-        self._itl = telemetry.itl.labels(self.replica, self.variant)  # looked up once: observed per token
+        self._itl = telemetry.inter_token(self.replica, self.variant)
 
     async def begin(self, prepared: PreparedRequest) -> None:
         """Start the engine stream and wait for the first token; on failure the slot is already released."""
@@ -269,13 +269,12 @@ class Generation:
     def _record(self, outcome: str) -> None:
         s = self.summary
         s.total_s = time.perf_counter() - self._started
-        t = self._telemetry
-        labels = (self.replica, self.variant)
-        t.finished(*labels, outcome)
-        t.prompt_tokens.labels(*labels).inc(s.prompt_tokens)
-        t.generation_tokens.labels(*labels).inc(s.completion_tokens)
-        t.e2e.labels(*labels).observe(s.total_s)
-        if s.ttft_s is not None:
-            t.ttft.labels(*labels).observe(s.ttft_s)
-            if s.completion_tokens > 1:
-                t.tpot.labels(*labels).observe((s.total_s - s.ttft_s) / (s.completion_tokens - 1))
+        self._telemetry.request(
+            self.replica,
+            self.variant,
+            outcome,
+            prompt_tokens=s.prompt_tokens,
+            completion_tokens=s.completion_tokens,
+            total_s=s.total_s,
+            ttft_s=s.ttft_s,
+        )

@@ -7,6 +7,7 @@ are read from the replicas at scrape time by a collector, so there is no second 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -69,16 +70,68 @@ class Telemetry:
             registry=reg,
         )
         reg.register(_ReplicaCollector(replicas))
+        self._children: dict[tuple[str, str], _Series] = {}
 
     def prime(self, replica: str, variant: str) -> None:
         """Create every outcome series at 0 so that rates and increases work from the first request."""
-        for outcome in OUTCOMES:
-            self.requests.labels(replica, variant, outcome)
-        self.prompt_tokens.labels(replica, variant)
-        self.generation_tokens.labels(replica, variant)
+        self._series(replica, variant)
 
     def finished(self, replica: str, variant: str, outcome: str) -> None:
-        self.requests.labels(replica, variant, outcome).inc()
+        self._series(replica, variant).outcomes[outcome].inc()
+
+    def inter_token(self, replica: str, variant: str) -> Histogram:
+        return self._series(replica, variant).itl
+
+    def request(
+        self,
+        replica: str,
+        variant: str,
+        outcome: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        total_s: float,
+        ttft_s: float | None,
+    ) -> None:
+        """Everything one finished request contributes (its inter-token gaps were observed as they came)."""
+        series = self._series(replica, variant)
+        series.outcomes[outcome].inc()
+        series.prompt_tokens.inc(prompt_tokens)
+        series.generation_tokens.inc(completion_tokens)
+        series.e2e.observe(total_s)
+        if ttft_s is not None:
+            series.ttft.observe(ttft_s)
+            if completion_tokens > 1:
+                series.tpot.observe((total_s - ttft_s) / (completion_tokens - 1))
+
+    def _series(self, replica: str, variant: str) -> _Series:
+        # labels() takes a lock and hashes the label tuple on every call; requests reuse the children.
+        key = (replica, variant)
+        series = self._children.get(key)
+        if series is None:
+            series = self._children[key] = _Series(
+                outcomes={o: self.requests.labels(replica, variant, o) for o in OUTCOMES},
+                prompt_tokens=self.prompt_tokens.labels(*key),
+                generation_tokens=self.generation_tokens.labels(*key),
+                ttft=self.ttft.labels(*key),
+                itl=self.itl.labels(*key),
+                tpot=self.tpot.labels(*key),
+                e2e=self.e2e.labels(*key),
+            )
+        return series
+
+
+@dataclass(frozen=True)
+class _Series:
+    """The labelled children of one (replica, variant)."""
+
+    outcomes: dict[str, Counter]
+    prompt_tokens: Counter
+    generation_tokens: Counter
+    ttft: Histogram
+    itl: Histogram
+    tpot: Histogram
+    e2e: Histogram
 
 
 class _ReplicaCollector(Collector):
