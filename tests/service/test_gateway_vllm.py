@@ -283,7 +283,9 @@ async def test_64_concurrent_requests_across_both_variants_none_lost(live_gatewa
 
         *replies, health_s = await asyncio.gather(*(one(i) for i in range(64)), health_latency())
         after = metric((await c.get("/metrics")).text, "sparsefleet_requests_total")
-    assert health_s < 1.0  # the event loop stays responsive while both in-process engines generate
+    # The event loop keeps answering while both in-process engines generate: a blocked loop would take as long
+    # as the generations (tens of seconds); the bound leaves room for a 2-core machine shared with others.
+    assert health_s < 3.0
     codes = Counter(r.status_code for r in replies)
     assert set(codes) <= {200, 429, 503} and codes[200] >= 60, codes
     served = Counter(_first_event(r)["replica"] for r in replies if r.status_code == 200)
