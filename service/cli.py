@@ -82,7 +82,7 @@ def _run(config: FleetConfig) -> None:
     app_ = create_app(config)
     s = config.server
     log.info(
-        "gateway listening on http://%s:%d (%d replicas, routing %s)",
+        "gateway on http://%s:%d once its %d replicas have started (routing %s)",
         s.host,
         s.port,
         len(config.replicas),

@@ -53,7 +53,7 @@ def default_fleet_data(*, produce: bool = True) -> dict[str, Any]:
 
 def fetch_dense_model() -> Path:
     cmd = [sys.executable, "-m", "prune_jobs", "fetch-model", EMBEDDED]
-    log.info("locating the embedded model: %s", " ".join(cmd[1:]))
+    log.info("locating the embedded model: %s", _shown(cmd))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)  # stderr: progress, on screen
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -95,7 +95,7 @@ def ensure_sparse_checkpoint(target: Path, command: Callable[[Path], list[str]] 
         staging = target.with_name(f".{target.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         cmd = command(staging)
-        log.info("producing the 2:4 checkpoint once (a few minutes): %s", " ".join(cmd[1:]))
+        log.info("producing the 2:4 checkpoint once (a few minutes): %s", _shown(cmd))
         # Inherit the terminal so the prune job's own progress bars show as it runs.
         code = subprocess.run(cmd).returncode
         if code != 0 or not is_checkpoint(staging):
@@ -103,11 +103,16 @@ def ensure_sparse_checkpoint(target: Path, command: Callable[[Path], list[str]] 
             log.error(
                 "could not produce the 2:4 checkpoint (`%s` exited %d; does this install have the prune "
                 "job?). Serving the dense replica only; sparse-2:4-0 is reported failed. Retry with: %s",
-                " ".join(cmd[1:4]),
+                _shown(cmd[:4]),
                 code,
-                " ".join(command(target)[1:]),
+                _shown(command(target)),
             )
             return False
         staging.rename(target)
     log.info("2:4 checkpoint ready at %s", target)
     return True
+
+
+def _shown(cmd: list[str]) -> str:
+    """A command as a user would type it (`python`, not the interpreter's full path)."""
+    return " ".join(["python", *cmd[1:]])
