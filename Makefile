@@ -13,7 +13,7 @@ VLLM_CUDA_SPEC ?= vllm==0.33.0
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint demo clean
+.PHONY: help setup test test-fast lint demo clean bench-gateway
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-fast: setup  ## skip the slow (minutes-long) tests
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .
+
+bench-gateway: setup  ## gateway overhead vs. calling vllm serve directly, 50 streams (docs/benchmarks/gateway.md)
+	$(PY) benchmarks/gateway_overhead.py --concurrency 50
 
 clean:  ## remove the venv and caches (not the model cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
