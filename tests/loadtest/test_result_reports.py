@@ -1,0 +1,72 @@
+"""Reports: versioned JSON that reads back, a Markdown summary with ratios and fleet, non-empty PNG plots."""
+
+import json
+
+import pytest
+
+from loadtest.errors import LoadTestError
+from loadtest.report import load_result, summary_markdown, verdict, write_reports
+from loadtest.slo import Slo
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_writes_json_summary_and_plots(tmp_path, sample_result):
+    paths = write_reports(sample_result, tmp_path)
+    names = sorted(p.name for p in paths)
+    assert names == [
+        "gpus_vs_traffic.png",
+        "latency_vs_rate.png",
+        "result.json",
+        "summary.md",
+        "throughput.png",
+    ]
+    for png in tmp_path.glob("*.png"):
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000  # a real figure, not an empty canvas
+
+    raw = json.loads((tmp_path / "result.json").read_text())
+    assert raw["schema_version"] == 1 and raw["kind"] == "sparsefleet-loadtest-result"
+    assert "itl_s" not in raw["phases"][0]["requests"][0]  # per-gap lists stay out of the file
+    again = load_result(tmp_path / "result.json")
+    assert again.ratios[0].figures["output_throughput"] == pytest.approx(0.95)
+    assert [c.variant for c in again.capacities] == ["dense", "sparse-2:4"]
+
+
+def test_summary_shows_both_views_ratios_fleet_and_quality(sample_result):
+    text = summary_markdown(sample_result)
+    assert "| figure | dense client | dense server | sparse-2:4 client | sparse-2:4 server |" in text
+    assert "| output throughput (tok/s) |" in text and "0.95×" in text
+    assert "## Fleet sizing" in text and "saving vs dense" in text
+    assert "159.60 (+135.14)" in text
+    assert "**not faster**" in text  # 5% slower is inside the ±10% noise band
+
+
+@pytest.mark.parametrize(
+    ("speed", "word"), [(0.8, "**slower**"), (1.3, "**faster**"), (1.02, "**not faster**")]
+)
+def test_verdict_words_follow_the_measured_ratio(result_builder, speed, word):
+    result = result_builder({"dense": 1.0, "sparse": speed}, {"dense": 20.0, "sparse": 30.0}, None)
+    (sentence,) = verdict(result)
+    assert word in sentence and "perplexity 30.00 vs 20.00 (+10.00" in sentence
+
+
+def test_variant_missing_the_slo_gets_no_fleet(result_builder):
+    result = result_builder({"dense": 1.0, "sparse": 0.5}, {}, Slo(e2el=0.4))  # sparse E2E ≈ 650 ms
+    sparse = next(c for c in result.capacities if c.variant == "sparse")
+    assert sparse.rps == 0 and sparse.source == "slo_not_met"
+    assert "cannot meet the SLO" in summary_markdown(result)
+    assert "perplexity unknown" in verdict(result)[0]
+
+
+def test_load_result_rejects_foreign_files(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text('{"schema_version": 1}')
+    with pytest.raises(LoadTestError, match="not a loadtest result.json"):
+        load_result(other)
+    newer = tmp_path / "newer.json"
+    newer.write_text('{"kind": "sparsefleet-loadtest-result", "schema_version": 99}')
+    with pytest.raises(LoadTestError, match="schema_version 99"):
+        load_result(newer)
+    with pytest.raises(LoadTestError, match="does not exist"):
+        load_result(tmp_path / "absent.json")
