@@ -1,0 +1,187 @@
+"""`loadtest demo`: the project's main job end to end, with the gateway as a subprocess.
+
+Start `gateway` with no fleet file (on first start it prunes the embedded SmolLM2 to 2:4 through the
+prune-jobs CLI, then serves dense and 2:4 side by side), wait until every replica is up, run a short bounded
+load test at every variant, print the comparison and fleet sizing, and stop the gateway, whatever happens.
+loadtest never imports service/: it only starts its documented CLI and talks HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from loadtest.errors import LoadTestError, TargetError
+from loadtest.server_metrics import parse_scrape, variant_info
+
+_STOP_GRACE_S = 30.0
+
+
+class DemoOptions(BaseModel):
+    duration_s: float = Field(default=40.0, gt=0)
+    concurrency: int = Field(default=4, gt=0, le=64)
+    input_tokens: int = Field(default=128, gt=0)
+    output_tokens: int = Field(default=64, gt=0)
+    warmup_requests: int = Field(default=2, ge=0)
+    slo: str | None = None
+    output_dir: Path
+    gateway_cmd: list[str] | None = Field(default=None, description="default: the `gateway` console script")
+    ready_timeout_s: float = Field(default=540.0, gt=0)
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> None:
+    from loadtest.cli import execute
+    from loadtest.config import Bounds, RunConfig
+    from loadtest.fleet import TrafficPlan
+    from loadtest.profiles import ConcurrencyProfile
+    from loadtest.slo import parse_slo
+    from loadtest.workloads import SyntheticWorkload
+
+    console = console or Console()
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [*(options.gateway_cmd or default_gateway_cmd()), "--host", "127.0.0.1", "--port", str(port)]
+    log_path = options.output_dir / "gateway.log"
+    console.rule("sparsefleet demo: dense vs 2:4 SmolLM2-135M on this machine")
+    console.print(f"starting the gateway: [bold]{' '.join(command)}[/] (log: {log_path})")
+    with gateway_process(command, log_path) as process:
+        wait_until_ready(url, process, log_path, options.ready_timeout_s, console)
+        variants, baseline = discover_variants(url)
+        console.print(f"variants: {', '.join(variants)} (baseline {baseline})")
+        config = RunConfig(
+            url=url,
+            variants=tuple(variants),
+            baseline=baseline,
+            profile=ConcurrencyProfile(concurrency=options.concurrency),
+            workload=SyntheticWorkload(
+                input_tokens=options.input_tokens, output_tokens=options.output_tokens
+            ),
+            bounds=Bounds(duration_s=options.duration_s, warmup_requests=options.warmup_requests),
+            slo=parse_slo(options.slo) if options.slo else None,
+            plan=TrafficPlan(requests_per_day=1_000_000, peak_to_mean=2.0),
+            output_dir=options.output_dir,
+        )
+        execute(config, console=console)
+        console.print("stopping the gateway ...")
+    console.print("done.")
+
+
+def default_gateway_cmd() -> list[str]:
+    """The `gateway` console script of this Python environment (what `make setup` installs)."""
+    beside = Path(sys.executable).parent / "gateway"
+    if beside.is_file():
+        return [str(beside)]
+    raise LoadTestError(
+        f"no `gateway` command beside {sys.executable}; run `make setup` (or pass --gateway-cmd)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gateway_process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run the gateway in its own process group and always stop the whole group (its engines too)."""
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM-CPU's default would take a large share of RAM
+    with open(log_path, "wb") as log:
+        try:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        except OSError as exc:
+            raise LoadTestError(f"cannot start the gateway ({' '.join(command)}): {exc.strerror}") from None
+        try:
+            yield process
+        finally:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float, console: Console
+) -> None:
+    """Poll until `/ready` answers 200 and every replica reports `sparsefleet_replica_up 1`, showing the
+    gateway's latest log line (pruning, engine start-up) meanwhile."""
+    start = time.monotonic()
+    with console.status("waiting for the gateway ...") as status, httpx.Client(timeout=5.0) as http:
+        while True:
+            elapsed = time.monotonic() - start
+            if process.poll() is not None:
+                raise TargetError(
+                    f"the gateway exited with code {process.returncode} before it was ready; "
+                    f"last log line: {last_log_line(log_path) or '(empty)'} (full log: {log_path})"
+                )
+            if elapsed > timeout_s:
+                raise TargetError(f"the gateway was not ready after {timeout_s:.0f}s (log: {log_path})")
+            if _all_replicas_up(http, url):
+                console.print(f"gateway ready after {elapsed:.0f}s")
+                return
+            status.update(f"[{elapsed:4.0f}s] waiting for the gateway: {last_log_line(log_path)[:100]}")
+            time.sleep(1.0)
+
+
+def _all_replicas_up(http: httpx.Client, url: str) -> bool:
+    try:
+        if http.get(f"{url}/ready").status_code != 200:
+            return False
+        scrape = parse_scrape(http.get(f"{url}/metrics").text)
+    except httpx.HTTPError:
+        return False
+    up = [v for (name, _), v in scrape.items() if name == "sparsefleet_replica_up"]
+    return bool(up) and all(v == 1 for v in up)
+
+
+def discover_variants(url: str) -> tuple[list[str], str]:
+    """Variants from `sparsefleet_variant_info`; the baseline is the unpruned one (method none)."""
+    try:
+        scrape = parse_scrape(httpx.get(f"{url}/metrics", timeout=10.0).text)
+    except httpx.HTTPError as exc:
+        raise TargetError(f"cannot read {url}/metrics: {exc}") from None
+    info = variant_info(scrape)
+    if not info:
+        raise TargetError(f"{url}/metrics lists no sparsefleet_variant_info series")
+    names = sorted(info, key=lambda v: (info[v].get("method") not in ("none", "", None), v))
+    return names, names[0]
+
+
+def last_log_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [
+                ln
+                for ln in fh.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+                if ln.strip()
+            ]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""

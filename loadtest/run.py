@@ -1,0 +1,183 @@
+"""One load test from configuration to result: discover, warm up, drive each step, analyse, size the fleet."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+
+from loadtest.analysis import capacities, ratios
+from loadtest.client import GatewayClient
+from loadtest.config import RunConfig
+from loadtest.fleet import VariantCapacity, size_fleet
+from loadtest.profiles import SweepProfile, fixed_step, probe_step, sweep_rates, sweep_steps
+from loadtest.result import PhaseResult, RunResult, VariantInfo
+from loadtest.runner import Observer, PhaseOutcome, Runner
+from loadtest.server_metrics import Scrape, parse_scrape, variant_info
+from loadtest.stats import check_slo, summarise
+from loadtest.workloads import build_workload
+
+
+async def run_load_test(
+    config: RunConfig, *, observer: Observer | None = None, command: str = ""
+) -> RunResult:
+    workload = build_workload(config.workload)
+    loadavg_before = os.getloadavg()
+    notes: list[str] = []
+    async with GatewayClient(
+        config.url,
+        endpoint=config.endpoint,
+        ignore_eos=config.ignore_eos,
+        request_timeout_s=config.bounds.request_timeout_s,
+    ) as client:
+        await client.check_variants(list(config.variants))
+        scrape_text = await client.scrape()
+        scrape = parse_scrape(scrape_text) if scrape_text else {}
+        if not scrape:
+            notes.append(
+                f"{config.url}/metrics has no sparsefleet_ series: the server-side columns are empty "
+                "(a plain vLLM server, not the gateway?)"
+            )
+        infos = describe_variants(config.variants, scrape)
+        runner = Runner(client, workload, config.bounds, observer)
+        await runner.warm_up(config.variants)
+        outcomes = await _drive_profile(runner, config, notes)
+    phases = [_phase(o, config) for o in outcomes]
+    caps = capacities(phases, infos, sweep=isinstance(config.profile, SweepProfile))
+    baseline = config.baseline_variant
+    fleet = None
+    if config.plan is not None:
+        head = min(p.step for p in phases)
+        tokens = {p.variant: p.client.mean_output_tokens for p in phases if p.step == head}
+        fleet = size_fleet(
+            config.plan,
+            [
+                VariantCapacity(
+                    variant=c.variant,
+                    rps_per_replica=c.rps_per_replica,
+                    output_tokens_per_request=tokens.get(c.variant),
+                    perplexity=next(i.perplexity for i in infos if i.name == c.variant),
+                )
+                for c in caps
+            ],
+            baseline,
+        )
+    for phase in phases:
+        if phase.client.failed:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(phase.client.errors.items()))
+            notes.append(f"{phase.variant} at {phase.label}: {phase.client.failed} failed requests ({kinds})")
+    return RunResult(
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=command,
+        versions=_versions(),
+        loadavg_before=loadavg_before,
+        loadavg_after=os.getloadavg(),
+        url=config.url,
+        endpoint=config.endpoint,
+        mode=config.mode,
+        baseline=baseline,
+        variants=infos,
+        workload=config.workload.model_dump(mode="json"),
+        profile=config.profile.model_dump(mode="json"),
+        bounds=config.bounds.model_dump(mode="json"),
+        slo=config.slo.model_dump(mode="json") if config.slo else None,
+        phases=phases,
+        capacities=caps,
+        ratios=ratios(phases, baseline),
+        fleet=fleet,
+        notes=notes,
+    )
+
+
+def describe_variants(names: tuple[str, ...] | list[str], scrape: Scrape) -> list[VariantInfo]:
+    """Variant metadata from `sparsefleet_variant_info` and replica counts from `sparsefleet_replica_up`."""
+    info = variant_info(scrape)
+    replicas: dict[str, set[str]] = {}
+    for (name, labelset), _ in scrape.items():
+        labels = dict(labelset)
+        if name == "sparsefleet_replica_up" and "variant" in labels:
+            replicas.setdefault(labels["variant"], set()).add(labels.get("replica", ""))
+    out = []
+    for name in names:
+        labels = info.get(name, {})
+        out.append(
+            VariantInfo(
+                name=name,
+                replicas=max(1, len(replicas.get(name, ()))),
+                method=_text(labels.get("method")),
+                pattern=_text(labels.get("pattern")),
+                sparsity=_number(labels.get("sparsity")),
+                quantization=_quantization(labels.get("quantization")),
+                perplexity=_number(labels.get("perplexity")),
+                dense_perplexity=_number(labels.get("dense_perplexity")),
+            )
+        )
+    return out
+
+
+async def _drive_profile(runner: Runner, config: RunConfig, notes: list[str]) -> list[PhaseOutcome]:
+    profile, bounds = config.profile, config.bounds
+    if not isinstance(profile, SweepProfile):
+        return await runner.run_step(
+            fixed_step(profile, bounds.duration_s, bounds.max_requests), config.variants, config.mode
+        )
+    outcomes = await runner.run_step(probe_step(profile), config.variants, config.mode)
+    top = max(sum(r.ok for r in o.records) / o.duration_s for o in outcomes)
+    rates = sweep_rates(profile, top)
+    if not rates:
+        notes.append("the probe completed no request, so there was nothing to sweep")
+    for step in sweep_steps(profile, rates, bounds.duration_s, bounds.max_requests):
+        step_outcomes = await runner.run_step(step, config.variants, config.mode)
+        outcomes.extend(step_outcomes)
+        if config.slo and not any(check_slo(o.records, config.slo).meets for o in step_outcomes):
+            notes.append(
+                f"sweep stopped after {step.label}: no variant met the SLO there, higher rates won't"
+            )
+            break
+    return outcomes
+
+
+def _phase(outcome: PhaseOutcome, config: RunConfig) -> PhaseResult:
+    step = outcome.step
+    return PhaseResult(
+        variant=outcome.variant,
+        step=step.step,
+        label=step.label,
+        kind="concurrency" if step.concurrency is not None else "rate",
+        concurrency=step.concurrency,
+        offered_rate=step.rate,
+        started_at=outcome.started_at,
+        client=summarise(outcome.records, outcome.duration_s, config.slo),
+        server=outcome.server,
+        slo=check_slo(outcome.records, config.slo) if config.slo else None,
+        requests=outcome.records,
+    )
+
+
+def _text(value: str | None) -> str | None:
+    return None if value in (None, "", "null") else value
+
+
+def _quantization(value: str | None) -> str | None:
+    return None if value in (None, "", "null", "none", "None") else value
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+    return number if number is not None and number == number else None  # NaN = unknown
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("sparsefleet", "httpx"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "unknown"
+    out["platform"] = sys.platform
+    return out
