@@ -182,7 +182,7 @@ class GatewayClient:
                     record.error, record.message = "stream", _error_message(event)
                     return
                 usage = event.get("usage") or usage
-                if _has_text(event):
+                if _is_token_event(event, self.endpoint):
                     now = time.perf_counter()
                     if last is None:
                         record.ttft_s = now - start
@@ -190,20 +190,23 @@ class GatewayClient:
                         record.itl_s.append(now - last)
                     last = now
                     chunks += 1
-        record.e2el_s = time.perf_counter() - start
-        if chunks == 0:
+        if chunks == 0 or last is None:
             record.error, record.message = "stream", "the stream ended without any output"
             return
+        record.e2el_s = last - start  # as vllm bench serve: until the last output chunk
         record.output_tokens = int(usage.get("completion_tokens") or chunks) if usage else chunks
         if usage and usage.get("prompt_tokens") is not None:
             record.prompt_tokens = int(usage["prompt_tokens"])
 
 
-def _has_text(event: dict[str, Any]) -> bool:
-    for choice in event.get("choices") or []:
-        if choice.get("text") or (choice.get("delta") or {}).get("content"):
-            return True
-    return False
+def _is_token_event(event: dict[str, Any], endpoint: Endpoint) -> bool:
+    """Whether an event carries output. As `vllm bench serve`, a completion chunk with choices counts even if
+    its text is empty (special tokens, partial UTF-8); a chat chunk needs content (the first chunk of a chat
+    stream only announces the assistant role)."""
+    choices = event.get("choices") or []
+    if endpoint == "completions":
+        return bool(choices)
+    return any((c.get("delta") or {}).get("content") for c in choices)
 
 
 def _classify_status(response: httpx.Response) -> tuple[str, str]:

