@@ -12,6 +12,7 @@ def figures(phase: PhaseResult) -> dict[str, float | None]:
     """The flat set of comparable figures of one phase (client side, then `server.*`)."""
     c = phase.client
     out: dict[str, float | None] = {
+        "completed": c.completed,
         "request_throughput": c.request_throughput,
         "output_throughput": c.output_throughput,
         "request_goodput": c.request_goodput,

@@ -119,6 +119,9 @@ def run(
     slo: str | None = typer.Option(
         None, "--slo", help="e.g. ttft=500ms,itl=50ms,e2e=4s,pct=90 (pct optional, default 90)."
     ),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="SPARSEFLEET_API_KEY", help="Bearer token, if the gateway requires one."
+    ),
     ignore_eos: bool = typer.Option(
         True, "--ignore-eos/--no-ignore-eos", help="Generate exactly max_tokens."
     ),
@@ -149,6 +152,7 @@ def run(
         ),
         slo=parse_slo(slo) if slo is not None else None,
         ignore_eos=ignore_eos,
+        api_key=api_key,
         plan=_plan(
             requests_per_day,
             requests_per_second,
@@ -189,7 +193,6 @@ def execute(config: Any, *, quiet: bool = False, console: Console | None = None)
         result = asyncio.run(run_load_test(config, command=command))
     else:
         with LiveProgress() as live:
-            live.note(f"warming up {', '.join(config.variants)} at {config.url} ...")
             result = asyncio.run(run_load_test(config, observer=live, command=command))
     paths = write_reports(result, config.output_dir)
     print_summary(result, console)

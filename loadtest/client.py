@@ -33,6 +33,7 @@ class GatewayClient:
         request_timeout_s: float = 120.0,
         ignore_eos: bool = True,
         connect_timeout_s: float = 5.0,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.endpoint = endpoint
@@ -43,6 +44,7 @@ class GatewayClient:
             base_url=self.base_url,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             timeout=httpx.Timeout(None, connect=connect_timeout_s),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
 
     async def __aenter__(self) -> GatewayClient:
@@ -53,8 +55,8 @@ class GatewayClient:
 
     # -- discovery -------------------------------------------------------------------------------------------
 
-    async def model_ids(self) -> list[str]:
-        """Ids from `/v1/models` (the gateway lists variants and replicas); TargetError if unreachable."""
+    async def models(self) -> list[dict[str, Any]]:
+        """The cards of `/v1/models` (the gateway lists variants and replicas, each with its `kind`)."""
         response = await self._get("/v1/models")
         if response.status_code != 200:
             raise TargetError(
@@ -62,17 +64,22 @@ class GatewayClient:
                 "is this an OpenAI-compatible server?"
             )
         try:
-            return [m["id"] for m in response.json()["data"]]
+            cards = response.json()["data"]
+            if not all(isinstance(c, dict) and "id" in c for c in cards):
+                raise TypeError
+            return cards
         except (ValueError, KeyError, TypeError):
             raise TargetError(f"{self.base_url}/v1/models did not return an OpenAI model list") from None
 
     async def check_variants(self, variants: list[str]) -> None:
-        served = await self.model_ids()
-        unknown = [v for v in variants if v not in served]
+        """Every name must be served (a variant, or a replica to pin to); the error lists the variants."""
+        cards = await self.models()
+        unknown = [v for v in variants if v not in {c["id"] for c in cards}]
         if unknown:
+            named = [c["id"] for c in cards if c.get("kind", "variant") == "variant"]
             raise TargetError(
                 f"unknown variant {', '.join(map(repr, unknown))}; {self.base_url} serves: "
-                f"{', '.join(served) or 'nothing'}"
+                f"{', '.join(named) or 'nothing'}"
             )
 
     async def replicas(self) -> Any | None:

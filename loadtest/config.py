@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from loadtest.fleet import TrafficPlan
 from loadtest.profiles import Profile
@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     bounds: Bounds = Bounds()
     slo: Slo | None = None
     ignore_eos: bool = True
+    api_key: SecretStr | None = Field(default=None, description="Bearer token, where the gateway wants one")
     plan: TrafficPlan | None = Field(default=None, description="fleet sizing at the end of the run")
     output_dir: Path | None = None
 

@@ -127,9 +127,9 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
 
 def wait_until_ready(
     url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float, console: Console
-) -> None:
-    """Poll until `/ready` answers 200 and every replica reports `sparsefleet_replica_up 1`, showing the
-    gateway's latest log line (pruning, engine start-up) meanwhile."""
+) -> dict[str, str]:
+    """Poll until `/ready` answers 200 and no replica is still starting, showing the gateway's latest log
+    line (pruning, engine start-up) meanwhile. Returns each replica's state."""
     start = time.monotonic()
     with console.status("waiting for the gateway ...") as status, httpx.Client(timeout=5.0) as http:
         while True:
@@ -141,35 +141,62 @@ def wait_until_ready(
                 )
             if elapsed > timeout_s:
                 raise TargetError(f"the gateway was not ready after {timeout_s:.0f}s (log: {log_path})")
-            if _all_replicas_up(http, url):
-                console.print(f"gateway ready after {elapsed:.0f}s")
-                return
+            states = _settled_states(http, url)
+            if states is not None:
+                console.print(f"gateway ready after {elapsed:.0f}s: {_describe(states)}")
+                return states
             status.update(f"[{elapsed:4.0f}s] waiting for the gateway: {last_log_line(log_path)[:100]}")
             time.sleep(1.0)
 
 
-def _all_replicas_up(http: httpx.Client, url: str) -> bool:
+def _settled_states(http: httpx.Client, url: str) -> dict[str, str] | None:
+    """Replica states from `/ready` once it answers 200 and none is `starting`; None until then."""
     try:
-        if http.get(f"{url}/ready").status_code != 200:
-            return False
-        scrape = parse_scrape(http.get(f"{url}/metrics").text)
-    except httpx.HTTPError:
-        return False
-    up = [v for (name, _), v in scrape.items() if name == "sparsefleet_replica_up"]
-    return bool(up) and all(v == 1 for v in up)
+        response = http.get(f"{url}/ready")
+        states = response.json().get("replicas", {}) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if not isinstance(states, dict) or any(state == "starting" for state in states.values()):
+        return None
+    return {str(k): str(v) for k, v in states.items()}
+
+
+def _describe(states: dict[str, str]) -> str:
+    return ", ".join(f"{name} {state}" for name, state in states.items())
 
 
 def discover_variants(url: str) -> tuple[list[str], str]:
-    """Variants from `sparsefleet_variant_info`; the baseline is the unpruned one (method none)."""
+    """Variants with a replica up (`sparsefleet_replica_up`), the unpruned one (method none) first as the
+    baseline. Fewer than two means there is nothing to compare: say which replica failed and why."""
     try:
         scrape = parse_scrape(httpx.get(f"{url}/metrics", timeout=10.0).text)
     except httpx.HTTPError as exc:
         raise TargetError(f"cannot read {url}/metrics: {exc}") from None
     info = variant_info(scrape)
-    if not info:
-        raise TargetError(f"{url}/metrics lists no sparsefleet_variant_info series")
-    names = sorted(info, key=lambda v: (info[v].get("method") not in ("none", "", None), v))
+    up = {
+        dict(labels).get("variant")
+        for (name, labels), value in scrape.items()
+        if name == "sparsefleet_replica_up" and value == 1
+    }
+    names = sorted((v for v in info if v in up), key=lambda v: (info[v].get("method") != "none", v))
+    if len(names) < 2:
+        raise TargetError(
+            f"the demo compares two variants but only {', '.join(names) or 'none'} is serving; "
+            f"{_failures(url) or 'see the gateway log'}"
+        )
     return names, names[0]
+
+
+def _failures(url: str) -> str:
+    try:
+        replicas = httpx.get(f"{url}/replicas", timeout=10.0).json()
+        return "; ".join(
+            f"{r['name']} {r['state']}: {r.get('error') or 'no error given'}"
+            for r in replicas
+            if not r.get("ready")
+        )
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def last_log_line(path: Path) -> str:

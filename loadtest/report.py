@@ -11,7 +11,7 @@ from loadtest.result import RunResult
 
 # (label, client figure, server figure) rows of the comparison table.
 _ROWS: list[tuple[str, str | None, str | None]] = [
-    ("requests ok", None, "server.requests_success"),
+    ("requests ok", "completed", "server.requests_success"),
     ("request throughput (req/s)", "request_throughput", None),
     ("output throughput (tok/s)", "output_throughput", None),
     ("goodput (req/s)", "request_goodput", None),

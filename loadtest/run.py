@@ -17,7 +17,7 @@ from loadtest.result import PhaseResult, RunResult, VariantInfo
 from loadtest.runner import Observer, PhaseOutcome, Runner
 from loadtest.server_metrics import Scrape, parse_scrape, variant_info
 from loadtest.stats import check_slo, summarise
-from loadtest.workloads import build_workload
+from loadtest.workloads import RequestSpec, build_workload
 
 
 async def run_load_test(
@@ -31,6 +31,7 @@ async def run_load_test(
         endpoint=config.endpoint,
         ignore_eos=config.ignore_eos,
         request_timeout_s=config.bounds.request_timeout_s,
+        api_key=config.api_key.get_secret_value() if config.api_key else None,
     ) as client:
         await client.check_variants(list(config.variants))
         scrape_text = await client.scrape()
@@ -41,10 +42,16 @@ async def run_load_test(
                 "(a plain vLLM server, not the gateway?)"
             )
         infos = describe_variants(config.variants, scrape)
+        filled = fill_dense_perplexity(infos)
+        if filled:
+            notes.append(filled)
         runner = Runner(client, workload, config.bounds, observer)
+        if observer is not None and config.bounds.warmup_requests:
+            observer.note(f"warming up {', '.join(config.variants)} at {config.url} ...")
         await runner.warm_up(config.variants)
         outcomes = await _drive_profile(runner, config, notes)
     phases = [_phase(o, config) for o in outcomes]
+    notes.extend(output_shortfall(phases, workload))
     caps = capacities(phases, infos, sweep=isinstance(config.profile, SweepProfile))
     baseline = config.baseline_variant
     fleet = None
@@ -94,10 +101,10 @@ async def run_load_test(
 def describe_variants(names: tuple[str, ...] | list[str], scrape: Scrape) -> list[VariantInfo]:
     """Variant metadata from `sparsefleet_variant_info` and replica counts from `sparsefleet_replica_up`."""
     info = variant_info(scrape)
-    replicas: dict[str, set[str]] = {}
-    for (name, labelset), _ in scrape.items():
+    replicas: dict[str, set[str]] = {}  # the replicas up when the run starts: they carry its load
+    for (name, labelset), value in scrape.items():
         labels = dict(labelset)
-        if name == "sparsefleet_replica_up" and "variant" in labels:
+        if name == "sparsefleet_replica_up" and "variant" in labels and value == 1:
             replicas.setdefault(labels["variant"], set()).add(labels.get("replica", ""))
     out = []
     for name in names:
@@ -115,6 +122,40 @@ def describe_variants(names: tuple[str, ...] | list[str], scrape: Scrape) -> lis
             )
         )
     return out
+
+
+def fill_dense_perplexity(infos: list[VariantInfo]) -> str | None:
+    """An unpruned variant usually has no prune_report.json, but the pruned ones record the dense model's
+    perplexity on the same protocol: use it for the unpruned variant and say so."""
+    known = next((i.dense_perplexity for i in infos if i.dense_perplexity is not None), None)
+    filled = []
+    for info in infos:
+        if info.perplexity is None and info.method in (None, "none") and known is not None:
+            info.perplexity = known
+            filled.append(info.name)
+    if not filled:
+        return None
+    return (
+        f"perplexity of {', '.join(filled)} ({known:.4g}) is the dense perplexity recorded in the pruned "
+        "variants' prune_report.json (same model, same protocol)"
+    )
+
+
+def output_shortfall(phases: list[PhaseResult], workload: list[RequestSpec]) -> list[str]:
+    """Requests that stopped before max_tokens (EOS, where the server ignores `ignore_eos`) make variants do
+    different amounts of work; per-token figures (TPOT, ITL) still compare, per-request ones less so."""
+    wanted = {spec.index: spec.max_tokens for spec in workload}
+    notes = []
+    for phase in phases:
+        done = [r for r in phase.requests if r.ok]
+        short = [r for r in done if r.output_tokens < wanted.get(r.index, 0)]
+        if short:
+            notes.append(
+                f"{phase.variant} at {phase.label}: {len(short)} of {len(done)} requests stopped before "
+                f"max_tokens (mean {phase.client.mean_output_tokens:.1f} tokens); compare TPOT/ITL rather "
+                "than per-request latency"
+            )
+    return notes
 
 
 async def _drive_profile(runner: Runner, config: RunConfig, notes: list[str]) -> list[PhaseOutcome]:

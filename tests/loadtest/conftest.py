@@ -162,17 +162,14 @@ def stop_group(process) -> None:
         process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_url(tiny_llama_dir, tmp_path_factory):
     """`vllm serve` of the tiny random Llama under two names, `dense` and `sparse`: two "variants" of one
     engine, enough to exercise the client, runner and reports against a real OpenAI-compatible server."""
-    import os
-    import subprocess
     import sys
 
     port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+
     command = [
         sys.executable,
         "-m",
@@ -192,13 +189,113 @@ def vllm_url(tiny_llama_dir, tmp_path_factory):
         "--max-model-len",
         "1024",
     ]
+    yield from serve(command, port, tmp_path_factory.mktemp("vllm") / "server.log", "/v1/models")
+
+
+def serve(command: list[str], port: int, log_path, probe: str):
+    """Run a server in its own process group until the generator is closed; yield its URL once `probe`
+    answers 200."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/v1/models", process, log_path, timeout_s=300)
+        wait_for_http(f"{url}{probe}", process, log_path, timeout_s=400)
         yield url
     finally:
         stop_group(process)
+
+
+def make_24_copy(dense_dir, out_dir) -> None:
+    """A 2:4 copy of a checkpoint with plain torch (in every group of 4 inputs of each decoder linear, keep
+    the 2 largest weights) and a prune_report.json whose perplexities are measured here on a short text."""
+    import json
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(dense_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(dense_dir)
+    text = " ".join(["the river runs past the old town and its market"] * 20)
+    ids = tokenizer(text, return_tensors="pt").input_ids
+
+    def perplexity() -> float:
+        with torch.no_grad():
+            return math.exp(model(ids, labels=ids).loss.item())
+
+    dense = perplexity()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and ".layers." in name:
+                groups = module.weight.abs().reshape(module.weight.shape[0], -1, 4)
+                top2 = groups.topk(2, dim=2).indices
+                keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, top2, True)
+                module.weight.mul_(keep.reshape(module.weight.shape))
+    pruned = perplexity()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    report = {
+        "schema_version": 1,
+        "variant": "sparse-2:4",
+        "method": "magnitude",
+        "pattern": "2:4",
+        "sparsity": 0.5,
+        "quantization": None,
+        "perplexity": {"dense": dense, "pruned": pruned},
+    }
+    (out_dir / "prune_report.json").write_text(json.dumps(report))
+
+
+@pytest.fixture(scope="module")
+def gateway_url(tiny_llama_dir, tmp_path_factory):
+    """The real gateway (`python -m service --fleet ...`) with two vLLM-CPU engines: the tiny Llama as
+    `dense` and its 2:4 copy as `sparse-2:4`. Yields once both replicas are ready."""
+    import sys
+
+    work = tmp_path_factory.mktemp("gateway")
+    sparse_dir = work / "tiny-2of4"
+    make_24_copy(tiny_llama_dir, sparse_dir)
+    fleet = work / "fleet.yaml"
+    fleet.write_text(
+        "replicas:\n"
+        f"  - {{name: dense-0, model: '{tiny_llama_dir}', engine: {{max_model_len: 1024}}}}\n"
+        f"  - {{name: sparse-0, model: '{sparse_dir}', engine: {{max_model_len: 1024}}}}\n"
+    )
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "--fleet",
+        str(fleet),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    for url in serve(command, port, work / "gateway.log", "/ready"):
+        wait_until_settled(url)
+        yield url
+
+
+def wait_until_settled(url: str, timeout_s: float = 300) -> None:
+    """/ready answers 200 as soon as one replica is up; wait for the other to leave `starting` too."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = httpx.get(f"{url}/ready", timeout=5).json()["replicas"]
+        if all(state == "ready" for state in states.values()):
+            return
+        if any(state == "failed" for state in states.values()):
+            pytest.fail(f"a gateway replica failed to start: {states}")
+        time.sleep(1.0)
+    pytest.fail(f"gateway replicas not ready within {timeout_s:.0f}s")

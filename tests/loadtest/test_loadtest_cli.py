@@ -120,3 +120,20 @@ def test_fleet_from_a_result_file(loadtest_main, tmp_path, sample_result):
 )
 def test_bad_fleet_options(loadtest_main, args, fragments):
     assert_one_line_error(loadtest_main("fleet", *args), *fragments)
+
+
+def test_demo_reports_a_gateway_that_dies_before_it_is_ready(loadtest_main, tmp_path):
+    """The demo's orchestration with a stand-in gateway command that fails at once: a one-line error that
+    quotes the gateway's last log line, and no process left behind."""
+    script = "print('pruning failed: no space left'); raise SystemExit(3)"
+    proc = loadtest_main(
+        "demo", "--gateway-cmd", f'{sys.executable} -c "{script}"', "--output", str(tmp_path)
+    )
+    assert_one_line_error(proc, "the gateway exited with code 3", "pruning failed: no space left")
+    assert "pruning failed" in (tmp_path / "gateway.log").read_text()
+
+
+def test_demo_without_a_gateway_command(loadtest_main, tmp_path):
+    proc = loadtest_main("demo", "--gateway-cmd", "/nonexistent/gateway", "--output", str(tmp_path))
+    assert_one_line_error(proc, "cannot start the gateway")
+    assert_one_line_error(loadtest_main("demo", "--duration", "0"), "--duration must be > 0")
