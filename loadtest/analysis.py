@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loadtest.result import Capacity, PhaseResult, Ratio, VariantInfo
+from loadtest.fleet import VariantCapacity
+from loadtest.result import Capacity, PhaseResult, Ratio, RunResult, VariantInfo
 from loadtest.server_metrics import HistogramDelta
 
 
@@ -74,6 +75,22 @@ def capacities(phases: Sequence[PhaseResult], variants: Sequence[VariantInfo], s
             )
         )
     return out
+
+
+def variant_capacities(result: RunResult) -> list[VariantCapacity]:
+    """Fleet-sizing inputs of a result: capacity per replica, output tokens per request at the headline
+    step, and perplexity, per variant."""
+    head = result.headline_step()
+    tokens = {p.variant: p.client.mean_output_tokens for p in result.phases if p.step == head}
+    return [
+        VariantCapacity(
+            variant=c.variant,
+            rps_per_replica=c.rps_per_replica,
+            output_tokens_per_request=tokens.get(c.variant),
+            perplexity=result.variant(c.variant).perplexity,
+        )
+        for c in result.capacities
+    ]
 
 
 def _capacity(phases: list[PhaseResult], sweep: bool) -> tuple[float, str, int | None, str]:

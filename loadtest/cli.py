@@ -182,22 +182,31 @@ def run(
 
 def execute(config: Any, *, quiet: bool = False, console: Console | None = None) -> Any:
     """Run a validated RunConfig with a live display, write the reports, print the summary."""
-    from loadtest.progress import LiveProgress
-    from loadtest.report import write_reports
-    from loadtest.run import run_load_test
-    from loadtest.terminal import print_summary
+    result = measure(config, quiet=quiet)
+    publish(result, config.output_dir, console or Console())
+    return result
 
-    console = console or Console()
+
+def measure(config: Any, *, quiet: bool = False) -> Any:
+    """Run the load test (with the live display unless quiet) and return its RunResult."""
+    from loadtest.progress import LiveProgress
+    from loadtest.run import run_load_test
+
     command = "loadtest " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "loadtest"
     if quiet:
-        result = asyncio.run(run_load_test(config, command=command))
-    else:
-        with LiveProgress() as live:
-            result = asyncio.run(run_load_test(config, observer=live, command=command))
-    paths = write_reports(result, config.output_dir)
+        return asyncio.run(run_load_test(config, command=command))
+    with LiveProgress() as live:
+        return asyncio.run(run_load_test(config, observer=live, command=command))
+
+
+def publish(result: Any, output_dir: Path, console: Console) -> None:
+    """Write the report files and print the terminal summary."""
+    from loadtest.report import write_reports
+    from loadtest.terminal import print_summary
+
+    paths = write_reports(result, output_dir)
     print_summary(result, console)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False)
-    return result
 
 
 @app.command()
@@ -221,6 +230,7 @@ def fleet(
     """Replicas, GPUs, cost per month/year and per million output tokens for each variant at a target load."""
     import json
 
+    from loadtest.analysis import variant_capacities
     from loadtest.fleet import VariantCapacity, size_fleet
     from loadtest.report import fleet_markdown
     from loadtest.terminal import fleet_table
@@ -234,17 +244,7 @@ def fleet(
         from loadtest.report import load_result
 
         run_result = load_result(result)
-        head = run_result.headline_step()
-        tokens = {p.variant: p.client.mean_output_tokens for p in run_result.phases if p.step == head}
-        caps = [
-            VariantCapacity(
-                variant=c.variant,
-                rps_per_replica=c.rps_per_replica,
-                output_tokens_per_request=tokens.get(c.variant),
-                perplexity=run_result.variant(c.variant).perplexity,
-            )
-            for c in run_result.capacities
-        ]
+        caps = variant_capacities(run_result)
         base = baseline or run_result.baseline
     else:
         rps = _pairs("--capacity", capacity or "")
@@ -282,6 +282,12 @@ def demo(
     ready_timeout: str = typer.Option(
         "9m", "--ready-timeout", help="Wait this long for the gateway's /ready."
     ),
+    eval_text: Path | None = typer.Option(
+        None,
+        "--eval-text",
+        help="Text to measure perplexities the prune reports lack (default: $SPARSEFLEET_EVAL_TEXT, or the "
+        "shared WikiText-2 test file if present).",
+    ),
 ) -> None:
     """The main job: start the gateway (embedded SmolLM2, dense + 2:4), load-test both, print the comparison
     and fleet sizing, stop the gateway."""
@@ -294,7 +300,10 @@ def demo(
         output_dir=output or Path("runs") / datetime.now().strftime("demo-%Y%m%d-%H%M%S"),
         gateway_cmd=shlex.split(gateway_cmd) if gateway_cmd else None,
         ready_timeout_s=parse_duration("--ready-timeout", ready_timeout),
+        eval_text=eval_text,
     )
+    if eval_text is not None and not eval_text.is_file():
+        raise LoadTestError(f"--eval-text: {eval_text} does not exist")
     run_demo(options)
 
 

@@ -8,6 +8,7 @@ loadtest never imports service/: it only starts its documented CLI and talks HTT
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,8 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from loadtest.errors import LoadTestError, TargetError
+from loadtest.result import RunResult
+from loadtest.run import with_perplexities
 from loadtest.server_metrics import parse_scrape, variant_info
 
 _STOP_GRACE_S = 30.0
@@ -38,10 +41,13 @@ class DemoOptions(BaseModel):
     output_dir: Path
     gateway_cmd: list[str] | None = Field(default=None, description="default: the `gateway` console script")
     ready_timeout_s: float = Field(default=540.0, gt=0)
+    eval_text: Path | None = Field(default=None, description="text for perplexities the reports lack")
+    eval_windows: int = Field(default=8, gt=0)
+    eval_seqlen: int = Field(default=512, gt=1)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> None:
-    from loadtest.cli import execute
+    from loadtest.cli import measure, publish
     from loadtest.config import Bounds, RunConfig
     from loadtest.fleet import TrafficPlan
     from loadtest.profiles import ConcurrencyProfile
@@ -73,9 +79,100 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
             plan=TrafficPlan(requests_per_day=1_000_000, peak_to_mean=2.0),
             output_dir=options.output_dir,
         )
-        execute(config, console=console)
+        result = measure(config)
+        checkpoints = checkpoint_dirs(url, default_fleet=options.gateway_cmd is None)
         console.print("stopping the gateway ...")
+    if any(v.perplexity is None for v in result.variants):
+        result = measure_quality(result, checkpoints, options, console)
+    publish(result, options.output_dir, console)
     console.print("done.")
+
+
+def checkpoint_dirs(url: str, *, default_fleet: bool) -> dict[str, Path]:
+    """Checkpoint directory per variant: where its prune_report.json is (the gateway's `/replicas`
+    metadata); the default fleet's unpruned variant is the embedded model that `prune-jobs fetch-model`
+    names. Only used to measure perplexities the reports do not carry."""
+    dirs: dict[str, Path] = {}
+    try:
+        for replica in httpx.get(f"{url}/replicas", timeout=10.0).json():
+            report = (replica.get("metadata") or {}).get("report")
+            if report:
+                dirs.setdefault(replica["variant"], Path(report).parent)
+            elif default_fleet and (replica.get("metadata") or {}).get("method") == "none":
+                dense = _prune_jobs("fetch-model", "embedded:smollm2-135m")
+                if dense is not None:
+                    dirs.setdefault(replica["variant"], Path(dense))
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return dirs
+
+
+def measure_quality(
+    result: RunResult, checkpoints: dict[str, Path], options: DemoOptions, console: Console
+) -> RunResult:
+    """Perplexity of each variant whose report has none, with `prune-jobs eval` on a short text (after the
+    gateway stopped, so it does not compete with the load test)."""
+    text = options.eval_text or default_eval_text()
+    missing = [v.name for v in result.variants if v.perplexity is None]
+    if text is None or not text.is_file():
+        return with_note(
+            result,
+            f"perplexity of {', '.join(missing)} unknown: no prune_report.json perplexity "
+            "and no evaluation text (give --eval-text FILE or set SPARSEFLEET_EVAL_TEXT)",
+        )
+    measured: dict[str, float] = {}
+    for variant in missing:
+        if variant not in checkpoints:
+            continue
+        with console.status(
+            f"perplexity of {variant} on {text.name} ({options.eval_windows} × "
+            f"{options.eval_seqlen} tokens) ..."
+        ):
+            out = _prune_jobs(
+                "eval",
+                "--model",
+                str(checkpoints[variant]),
+                "--text",
+                str(text),
+                "--seqlen",
+                str(options.eval_seqlen),
+                "--windows",
+                str(options.eval_windows),
+            )
+        try:
+            measured[variant] = float(json.loads(out or "")["perplexity"])
+        except (ValueError, KeyError, TypeError):
+            console.print(f"could not measure the perplexity of {variant} with prune-jobs eval")
+    if not measured:
+        return with_note(result, f"perplexity of {', '.join(missing)} unknown (prune-jobs eval failed)")
+    note = (
+        f"perplexity of {', '.join(measured)} measured by the demo with prune-jobs eval on {text} "
+        f"(first {options.eval_windows} windows of {options.eval_seqlen} tokens: fewer than the shared "
+        "protocol's 40 × 1024, so compare the variants with each other, not with other tables)"
+    )
+    return with_perplexities(result, measured, note)
+
+
+def with_note(result: RunResult, note: str) -> RunResult:
+    updated = result.model_copy(deep=True)
+    updated.notes.append(note)
+    return updated
+
+
+def default_eval_text() -> Path | None:
+    """$SPARSEFLEET_EVAL_TEXT, else the shared WikiText-2 test split beside this checkout, if present."""
+    env = os.environ.get("SPARSEFLEET_EVAL_TEXT")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "wiki.test.raw.txt"
+    return beside if beside.is_file() else None
+
+
+def _prune_jobs(*args: str) -> str | None:
+    """Last stdout line of `python -m prune_jobs ARGS`, or None when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "prune_jobs", *args], capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    return lines[-1] if proc.returncode == 0 and lines else None
 
 
 def default_gateway_cmd() -> list[str]:

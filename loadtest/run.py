@@ -8,10 +8,10 @@ import sys
 from datetime import UTC, datetime
 from importlib import metadata
 
-from loadtest.analysis import capacities, ratios
+from loadtest.analysis import capacities, ratios, variant_capacities
 from loadtest.client import GatewayClient
 from loadtest.config import RunConfig
-from loadtest.fleet import VariantCapacity, size_fleet
+from loadtest.fleet import size_fleet
 from loadtest.profiles import SweepProfile, fixed_step, probe_step, sweep_rates, sweep_steps
 from loadtest.result import PhaseResult, RunResult, VariantInfo
 from loadtest.runner import Observer, PhaseOutcome, Runner
@@ -54,28 +54,11 @@ async def run_load_test(
     notes.extend(output_shortfall(phases, workload))
     caps = capacities(phases, infos, sweep=isinstance(config.profile, SweepProfile))
     baseline = config.baseline_variant
-    fleet = None
-    if config.plan is not None:
-        head = min(p.step for p in phases)
-        tokens = {p.variant: p.client.mean_output_tokens for p in phases if p.step == head}
-        fleet = size_fleet(
-            config.plan,
-            [
-                VariantCapacity(
-                    variant=c.variant,
-                    rps_per_replica=c.rps_per_replica,
-                    output_tokens_per_request=tokens.get(c.variant),
-                    perplexity=next(i.perplexity for i in infos if i.name == c.variant),
-                )
-                for c in caps
-            ],
-            baseline,
-        )
     for phase in phases:
         if phase.client.failed:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(phase.client.errors.items()))
             notes.append(f"{phase.variant} at {phase.label}: {phase.client.failed} failed requests ({kinds})")
-    return RunResult(
+    result = RunResult(
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         command=command,
         versions=_versions(),
@@ -93,9 +76,11 @@ async def run_load_test(
         phases=phases,
         capacities=caps,
         ratios=ratios(phases, baseline),
-        fleet=fleet,
         notes=notes,
     )
+    if config.plan is not None:
+        result.fleet = size_fleet(config.plan, variant_capacities(result), baseline)
+    return result
 
 
 def describe_variants(names: tuple[str, ...] | list[str], scrape: Scrape) -> list[VariantInfo]:
@@ -122,6 +107,19 @@ def describe_variants(names: tuple[str, ...] | list[str], scrape: Scrape) -> lis
             )
         )
     return out
+
+
+def with_perplexities(result: RunResult, perplexities: dict[str, float], note: str) -> RunResult:
+    """The result with perplexities measured after the run (the demo's own evaluation) and its fleet
+    table recomputed so the quality deltas use them."""
+    updated = result.model_copy(deep=True)
+    for info in updated.variants:
+        if info.name in perplexities:
+            info.perplexity = perplexities[info.name]
+    updated.notes.append(note)
+    if updated.fleet is not None:
+        updated.fleet = size_fleet(updated.fleet.plan, variant_capacities(updated), updated.baseline)
+    return updated
 
 
 def fill_dense_perplexity(infos: list[VariantInfo]) -> str | None:

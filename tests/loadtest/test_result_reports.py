@@ -70,3 +70,14 @@ def test_load_result_rejects_foreign_files(tmp_path):
         load_result(newer)
     with pytest.raises(LoadTestError, match="does not exist"):
         load_result(tmp_path / "absent.json")
+
+
+def test_perplexities_measured_after_the_run_feed_the_fleet_and_verdict(result_builder):
+    from loadtest.run import with_perplexities
+
+    result = result_builder({"dense": 1.0, "sparse": 1.0}, {}, None)
+    assert "perplexity unknown" in verdict(result)[0]
+    updated = with_perplexities(result, {"dense": 20.0, "sparse": 35.0}, "measured by the demo")
+    assert [line.perplexity_delta for line in updated.fleet.lines] == [0.0, 15.0]
+    assert "perplexity 35.00 vs 20.00 (+15.00" in verdict(updated)[0]
+    assert updated.notes == ["measured by the demo"] and result.notes == []  # the original is unchanged
