@@ -280,7 +280,7 @@ def demo(
         None, "--gateway-cmd", help="How to start the gateway (default: gateway)."
     ),
     ready_timeout: str = typer.Option(
-        "9m", "--ready-timeout", help="Wait this long for the gateway's /ready."
+        "20m", "--ready-timeout", help="Wait this long for the gateway's /ready."
     ),
     eval_text: Path | None = typer.Option(
         None,

@@ -40,7 +40,7 @@ class DemoOptions(BaseModel):
     slo: str | None = None
     output_dir: Path
     gateway_cmd: list[str] | None = Field(default=None, description="default: the `gateway` console script")
-    ready_timeout_s: float = Field(default=540.0, gt=0)
+    ready_timeout_s: float = Field(default=1200.0, gt=0)
     eval_text: Path | None = Field(default=None, description="text for perplexities the reports lack")
     eval_windows: int = Field(default=8, gt=0)
     eval_seqlen: int = Field(default=512, gt=1)

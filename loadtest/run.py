@@ -11,6 +11,7 @@ from importlib import metadata
 from loadtest.analysis import capacities, ratios, variant_capacities
 from loadtest.client import GatewayClient
 from loadtest.config import RunConfig
+from loadtest.errors import LoadTestError
 from loadtest.fleet import size_fleet
 from loadtest.profiles import SweepProfile, fixed_step, probe_step, sweep_rates, sweep_steps
 from loadtest.result import PhaseResult, RunResult, VariantInfo
@@ -24,6 +25,8 @@ async def run_load_test(
     config: RunConfig, *, observer: Observer | None = None, command: str = ""
 ) -> RunResult:
     workload = build_workload(config.workload)
+    if config.endpoint == "completions" and any(spec.messages for spec in workload):
+        raise LoadTestError("the prompt file has chat `messages`; use --endpoint chat")
     loadavg_before = os.getloadavg()
     notes: list[str] = []
     async with GatewayClient(

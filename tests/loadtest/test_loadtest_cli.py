@@ -137,3 +137,10 @@ def test_demo_without_a_gateway_command(loadtest_main, tmp_path):
     proc = loadtest_main("demo", "--gateway-cmd", "/nonexistent/gateway", "--output", str(tmp_path))
     assert_one_line_error(proc, "cannot start the gateway")
     assert_one_line_error(loadtest_main("demo", "--duration", "0"), "--duration must be > 0")
+
+
+def test_chat_prompts_need_the_chat_endpoint(loadtest_main, tmp_path):
+    prompts = tmp_path / "chat.jsonl"
+    prompts.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    proc = loadtest_main("run", "--url", "http://127.0.0.1:9", "--variants", "a", "--prompts", str(prompts))
+    assert_one_line_error(proc, "use --endpoint chat")
