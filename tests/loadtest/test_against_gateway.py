@@ -3,8 +3,6 @@ both variants measured, the gateway's /metrics deltas next to the client's figur
 
 import asyncio
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -19,13 +17,22 @@ from loadtest.workloads import SyntheticWorkload
 pytestmark = pytest.mark.slow
 
 
-def test_run_measures_both_variants_from_both_sides(gateway_url, tmp_path):
+def test_run_measures_both_variants_from_both_sides(loadtest_cli, gateway_url, tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtest", "run", "--url", gateway_url, "--variants", "dense,sparse-2:4",
-         "--duration", "4s", "--concurrency", "2", "--input-tokens", "32", "--output-tokens", "8",
-         "--warmup", "1", "--slo", "ttft=20s,e2e=30s", "--quiet", "--output", str(out)],
-        capture_output=True, text=True, timeout=180)  # fmt: skip
+    options = "--slo ttft=20s,e2e=30s --duration 4s --concurrency 2 --input-tokens 32 --output-tokens 8"
+    proc = loadtest_cli(
+        "run",
+        "--url",
+        gateway_url,
+        "--variants",
+        "dense,sparse-2:4",
+        *options.split(),
+        "--warmup",
+        "1",
+        "-q",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
 
@@ -91,11 +98,8 @@ def test_interleaved_sweep_finds_a_capacity_per_variant(gateway_url, tmp_path):
     assert "## Load steps" in (tmp_path / "summary.md").read_text()
 
 
-def test_unknown_variant_lists_the_gateways_variants(gateway_url):
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtest", "run", "--url", gateway_url, "--variants", "dense,sparse-9:16"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+def test_unknown_variant_lists_the_gateways_variants(loadtest_cli, gateway_url):
+    proc = loadtest_cli("run", "--url", gateway_url, "--variants", "dense,sparse-9:16")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         proc.stderr.strip()

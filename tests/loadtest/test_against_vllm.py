@@ -4,8 +4,6 @@ runner and the reports, before and independently of the gateway."""
 import asyncio
 import io
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,37 +18,21 @@ from loadtest.workloads import SyntheticWorkload
 pytestmark = pytest.mark.slow
 
 
-def test_run_cli_measures_both_variants_and_writes_reports(vllm_url, tmp_path):
+def test_run_cli_measures_both_variants_and_writes_reports(loadtest_cli, vllm_url, tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest",
-            "run",
-            "--url",
-            vllm_url,
-            "--variants",
-            "dense,sparse",
-            "--duration",
-            "4s",
-            "--concurrency",
-            "2",
-            "--input-tokens",
-            "32",
-            "--output-tokens",
-            "8",
-            "--warmup",
-            "1",
-            "--slo",
-            "ttft=20s,e2e=30s",
-            "--quiet",
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
+    options = "--slo ttft=20s,e2e=30s --duration 4s --concurrency 2 --input-tokens 32 --output-tokens 8"
+    proc = loadtest_cli(
+        "run",
+        "--url",
+        vllm_url,
+        "--variants",
+        "dense,sparse",
+        *options.split(),
+        "--warmup",
+        "1",
+        "-q",
+        "-o",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
@@ -112,23 +94,8 @@ def test_a_phase_stops_by_itself_and_counts_what_it_cut_off(vllm_url):
     assert phase.client.errors.get("cancelled") == 2 and phase.client.completed == 0
 
 
-def test_unknown_variant_names_what_the_server_serves(vllm_url):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest",
-            "run",
-            "--url",
-            vllm_url,
-            "--variants",
-            "dense,sparse-9:16",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_unknown_variant_names_what_the_server_serves(loadtest_cli, vllm_url):
+    proc = loadtest_cli("run", "--url", vllm_url, "--variants", "dense,sparse-9:16", "--quiet")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"error: unknown variant 'sparse-9:16'; {vllm_url} serves: dense, sparse"
 

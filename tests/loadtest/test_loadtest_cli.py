@@ -9,13 +9,6 @@ import pytest
 from loadtest.report import write_reports
 
 
-def loadtest(*args):
-    """The real console entry point, as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "loadtest", *args], capture_output=True, text=True, timeout=60
-    )
-
-
 @pytest.fixture()
 def loadtest_main(capsys, monkeypatch):
     """The same `main()` in this process (a subprocess per case costs ~1.5 s of imports)."""
@@ -70,30 +63,18 @@ def test_bad_run_options(loadtest_main, args, fragments):
     assert_one_line_error(proc, *fragments)
 
 
-def test_unreachable_gateway():
+def test_unreachable_gateway(loadtest_cli):
     url = f"http://127.0.0.1:{unused_port()}"
-    proc = loadtest("run", "--url", url, "--variants", "dense", "--duration", "1s", "--quiet")
+    proc = loadtest_cli("run", "--url", url, "--variants", "dense", "--duration", "1s", "--quiet")
     assert_one_line_error(proc, "cannot reach", url)
 
 
-def test_fleet_from_capacities_prints_the_table(tmp_path):
-    proc = loadtest(
-        "fleet",
-        "--capacity",
-        "dense=4,sparse-2:4=5",
-        "--perplexity",
-        "dense=24.46,sparse-2:4=159.6",
-        "--requests-per-day",
-        "1000000",
-        "--peak-to-mean",
-        "3",
-        "--tokens-per-request",
-        "200",
-        "--gpu-price",
-        "2.5",
-        "--output",
-        str(tmp_path),
+def test_fleet_from_capacities_prints_the_table(loadtest_cli, tmp_path):
+    args = (
+        "--capacity dense=4,sparse-2:4=5 --perplexity dense=24.46,sparse-2:4=159.6 --requests-per-day 1000000"
     )
+    more = "--peak-to-mean 3 --tokens-per-request 200 --gpu-price 2.5"
+    proc = loadtest_cli("fleet", *args.split(), *more.split(), "--output", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "$16,425" in proc.stdout and "$12,775" in proc.stdout and "+22%" in proc.stdout
     assert (tmp_path / "gpus_vs_traffic.png").stat().st_size > 10_000
