@@ -80,7 +80,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> None:
             output_dir=options.output_dir,
         )
         result = measure(config)
-        checkpoints = checkpoint_dirs(url, default_fleet=options.gateway_cmd is None)
+        checkpoints = checkpoint_dirs(url, default_fleet="--fleet" not in command)
         console.print("stopping the gateway ...")
     if any(v.perplexity is None for v in result.variants):
         result = measure_quality(result, checkpoints, options, console)
@@ -196,6 +196,10 @@ def gateway_process(command: list[str], log_path: Path) -> Iterator[subprocess.P
     """Run the gateway in its own process group and always stop the whole group (its engines too)."""
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM-CPU's default would take a large share of RAM
+    # OpenMP threads that spin while waiting starve each other on a busy machine: with the load average at
+    # 10 on 2 cores, the first-start prune's self-calibration (HF generate, 2 threads) ran 142 s for 8 tokens
+    # spinning and 15 s passive. Engines pinned to one core each have no OpenMP barriers to wait at.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(log_path, "wb") as log:
         try:
             process = subprocess.Popen(

@@ -1,5 +1,6 @@
 """Reports: versioned JSON that reads back, a Markdown summary with ratios and fleet, non-empty PNG plots."""
 
+import io
 import json
 
 import pytest
@@ -81,3 +82,22 @@ def test_perplexities_measured_after_the_run_feed_the_fleet_and_verdict(result_b
     assert [line.perplexity_delta for line in updated.fleet.lines] == [0.0, 15.0]
     assert "perplexity 35.00 vs 20.00 (+15.00" in verdict(updated)[0]
     assert updated.notes == ["measured by the demo"] and result.notes == []  # the original is unchanged
+
+
+def test_demo_quality_step_says_why_a_perplexity_stays_unknown(result_builder, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from loadtest.demo import DemoOptions, measure_quality
+
+    monkeypatch.delenv("SPARSEFLEET_EVAL_TEXT", raising=False)
+    result = result_builder({"dense": 1.0, "sparse": 1.0}, {}, None)
+    quiet = Console(file=io.StringIO())
+    options = DemoOptions(output_dir=tmp_path, eval_text=tmp_path / "absent.txt")
+    assert "no evaluation text" in measure_quality(result, {}, options, quiet).notes[-1]
+    text = tmp_path / "text.txt"
+    text.write_text("some words " * 50)
+    options = DemoOptions(output_dir=tmp_path, eval_text=text)
+    # a checkpoint prune-jobs cannot evaluate: the step reports it instead of failing the demo
+    updated = measure_quality(result, {"sparse": tmp_path / "not-a-checkpoint"}, options, quiet)
+    assert "prune-jobs eval failed" in updated.notes[-1]
+    assert all(v.perplexity is None for v in updated.variants)
