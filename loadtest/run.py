@@ -55,6 +55,9 @@ async def run_load_test(
         outcomes = await _drive_profile(runner, config, notes)
     phases = [_phase(o, config) for o in outcomes]
     notes.extend(output_shortfall(phases, workload))
+    busy = busy_machine_note(loadavg_before, os.getloadavg(), config.mode)
+    if busy:
+        notes.append(busy)
     caps = capacities(phases, infos, sweep=isinstance(config.profile, SweepProfile))
     baseline = config.baseline_variant
     for phase in phases:
@@ -139,6 +142,23 @@ def fill_dense_perplexity(infos: list[VariantInfo]) -> str | None:
     return (
         f"perplexity of {', '.join(filled)} ({known:.4g}) is the dense perplexity recorded in the pruned "
         "variants' prune_report.json (same model, same protocol)"
+    )
+
+
+def busy_machine_note(before: tuple[float, ...], after: tuple[float, ...], mode: str) -> str | None:
+    """Other work on the machine moves the figures; say so when the load average exceeded the cores."""
+    cores = len(os.sched_getaffinity(0))
+    worst = max(before[0], after[0])
+    if worst <= cores:
+        return None
+    advice = (
+        "variants measured one after another may have met different load: rerun with --mode interleaved"
+        if mode == "sequential"
+        else "all variants shared it alike (interleaved)"
+    )
+    return (
+        f"the machine was busy: load average up to {worst:.1f} on {cores} cores during the run; other work "
+        f"competed with the measurement, so absolute figures are low and {advice}"
     )
 
 
