@@ -101,3 +101,12 @@ def test_demo_quality_step_says_why_a_perplexity_stays_unknown(result_builder, t
     updated = measure_quality(result, {"sparse": tmp_path / "not-a-checkpoint"}, options, quiet)
     assert "prune-jobs eval failed" in updated.notes[-1]
     assert all(v.perplexity is None for v in updated.variants)
+
+
+def test_busy_machine_is_noted():
+    from loadtest.run import busy_machine_note
+
+    assert busy_machine_note((0.5, 0.5, 0.5), (0.9, 0.6, 0.5), "sequential") is None
+    note = busy_machine_note((1000.0, 0.0, 0.0), (3.0, 0.0, 0.0), "sequential")
+    assert "load average up to 1000.0" in note and "--mode interleaved" in note
+    assert "shared it alike" in busy_machine_note((1000.0, 0.0, 0.0), (3.0, 0.0, 0.0), "interleaved")
