@@ -110,3 +110,11 @@ def test_busy_machine_is_noted():
     note = busy_machine_note((1000.0, 0.0, 0.0), (3.0, 0.0, 0.0), "sequential")
     assert "load average up to 1000.0" in note and "--mode interleaved" in note
     assert "shared it alike" in busy_machine_note((1000.0, 0.0, 0.0), (3.0, 0.0, 0.0), "interleaved")
+
+
+def test_demo_explains_a_2of4_variant_that_is_not_faster(result_builder):
+    from loadtest.demo import why_not_faster
+
+    not_faster = result_builder({"dense": 1.0, "sparse-2:4": 1.03}, {}, None)
+    assert "no 2:4 sparse kernel" in why_not_faster(not_faster)
+    assert why_not_faster(result_builder({"dense": 1.0, "sparse-2:4": 1.4}, {}, None)) is None
