@@ -174,8 +174,8 @@ def why_not_faster(result: RunResult) -> str | None:
         return None
     return (
         f"{', '.join(slow)} is not faster here because vLLM's CPU backend has no 2:4 sparse kernel: the "
-        "pruned zeros are multiplied like any other weight. 2:4 pays only where the hardware skips them (sparse "
-        "tensor cores of NVIDIA Ampere and later GPUs); this command measures that there too."
+        "pruned zeros are multiplied like any other weight. 2:4 pays only where the hardware skips them "
+        "(sparse tensor cores of NVIDIA Ampere and later GPUs); this command measures that there too."
     )
 
 
