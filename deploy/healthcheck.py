@@ -1,4 +1,4 @@
-"""Container health check: GET $SPARSEFLEET_HEALTH_URL, healthy on HTTP 200 (stdlib only, no curl in the image).
+"""Container health check: GET $SPARSEFLEET_HEALTH_URL, healthy on HTTP 200 (stdlib only: no curl here).
 
 The gateway's containers point it at /ready (a replica is serving), `vllm serve` engines at their /health.
 """
