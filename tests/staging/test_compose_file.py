@@ -20,7 +20,7 @@ PROFILES = ("cpu", "gpu")
 SECRETS = ("VLLM_API_KEY", "GRAFANA_ADMIN_PASSWORD", "HF_TOKEN")
 
 
-def _implementations() -> list[Compose]:
+def _implementations() -> tuple[Compose, ...]:
     found = compose_implementations()
     if not found:
         pytest.skip("no docker compose (v1 or v2) installed; run `make staging-tools`")
