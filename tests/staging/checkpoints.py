@@ -1,6 +1,6 @@
-"""Checkpoints for the live staging test: a dense tiny Llama and a 2:4 copy pruned with plain torch (no prune_jobs
-import: staging only sees the checkpoint contract), each with a prune_report.json whose quality fields feed
-`sparsefleet_variant_info`."""
+"""Checkpoints for the live staging test: a dense tiny Llama and a 2:4 copy pruned with plain torch (no
+prune_jobs import: staging only sees the checkpoint contract), each with a prune_report.json whose quality
+fields feed `sparsefleet_variant_info`."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from safetensors.torch import load_file, save_file
 
 DECODER_LINEAR = re.compile(r"model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$")
 SAMPLE_TEXT = (
-    "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest structure in "
-    "Paris. Its base is square, measuring 125 metres on each side. During its construction, the Eiffel Tower "
-    "surpassed the Washington Monument to become the tallest man-made structure in the world."
+    "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest "
+    "structure in Paris. Its base is square, measuring 125 metres on each side. During its "
+    "construction, the Eiffel Tower surpassed the Washington Monument to become the tallest man-made "
+    "structure in the world."
 )
 
 
 def prune_2_of_4(weight: torch.Tensor) -> torch.Tensor:
-    """Keep the 2 largest-magnitude weights of every 4 consecutive inputs of each output row. (out, in) -> same."""
+    """Keep the 2 largest-magnitude weights of every 4 consecutive inputs of each output row: (out, in)."""
     groups = weight.reshape(weight.shape[0], -1, 4)  # (out, in/4, 4)
     keep = groups.abs().topk(2, dim=-1).indices
     mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, keep, True)
@@ -40,7 +41,9 @@ def perplexity(model_dir: Path, text: str = SAMPLE_TEXT) -> float:
     return math.exp(loss.item())
 
 
-def _report(variant: str, method: str, pattern: str | None, sparsity: float, ppl: float, dense_ppl: float) -> dict:
+def _report(
+    variant: str, method: str, pattern: str | None, sparsity: float, ppl: float, dense_ppl: float
+) -> dict:
     return {
         "schema_version": 1,
         "variant": variant,
@@ -64,7 +67,9 @@ def dense_and_2_of_4(tiny_llama_dir: Path, out: Path) -> dict[str, Path]:
         assert any(DECODER_LINEAR.match(name) for name in tensors), "no decoder linears found"
         save_file(pruned, sparse / weights.name, metadata={"format": "pt"})
     dense_ppl, sparse_ppl = perplexity(dense), perplexity(sparse)
-    (dense / "prune_report.json").write_text(json.dumps(_report("dense", "none", None, 0.0, dense_ppl, dense_ppl)))
+    (dense / "prune_report.json").write_text(
+        json.dumps(_report("dense", "none", None, 0.0, dense_ppl, dense_ppl))
+    )
     (sparse / "prune_report.json").write_text(
         json.dumps(_report("sparse-2:4", "magnitude", "2:4", 0.5, sparse_ppl, dense_ppl))
     )
