@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from staging_tools import REPO_ROOT, Compose, compose_implementations
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 PROFILES = ("cpu", "gpu")
-SECRETS = ("VLLM_API_KEY", "GRAFANA_ADMIN_PASSWORD", "HF_TOKEN")
+SECRETS = ("SPARSEFLEET_API_KEYS", "GRAFANA_ADMIN_PASSWORD", "HF_TOKEN")
 
 
 def _implementations() -> tuple[Compose, ...]:
@@ -108,6 +109,14 @@ def test_fleet_files_name_the_checkpoints_the_prune_job_writes() -> None:
         assert served == written, fleet
 
 
+@pytest.mark.parametrize("fleet", ["fleet-cpu.yaml", "fleet-gpu.yaml"])
+def test_fleet_files_validate_with_the_gateway(fleet: str) -> None:
+    path = REPO_ROOT / "deploy" / "compose" / fleet
+    proc = subprocess.run([sys.executable, "-m", "service", "--fleet", str(path), "--check"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_secrets_come_only_from_the_env_file(tmp_path: Path) -> None:
     """Secret values reach the containers from the env file alone; without it, compose refuses the stack."""
     lines = ENV_EXAMPLE.read_text().splitlines()
@@ -121,9 +130,16 @@ def test_secrets_come_only_from_the_env_file(tmp_path: Path) -> None:
         resolved = json.loads(
             _run(compose, "--profile", "gpu", "config", "--format", "json", env_file=env_file).stdout
         )["services"]
-        assert resolved["engine-dense"]["environment"]["VLLM_API_KEY"] == sentinel["VLLM_API_KEY"]
-        assert resolved["gateway-gpu"]["environment"]["VLLM_API_KEY"] == sentinel["VLLM_API_KEY"]
-        assert "GF_SECURITY_ADMIN_PASSWORD" not in resolved["gateway-gpu"]["environment"]
+        keys = sentinel["SPARSEFLEET_API_KEYS"]
+        assert resolved["gateway-gpu"]["environment"]["SPARSEFLEET_AUTH__API_KEYS"] == keys
+        assert (
+            resolved["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+            == sentinel["GRAFANA_ADMIN_PASSWORD"]
+        )
+        assert resolved["engine-dense"]["environment"]["HF_TOKEN"] == sentinel["HF_TOKEN"]
+        for name, service in resolved.items():  # each secret only where it is used
+            assert name.startswith("gateway") or keys not in json.dumps(service), name
+            assert name == "grafana" or sentinel["GRAFANA_ADMIN_PASSWORD"] not in json.dumps(service), name
     for baked in (COMPOSE_FILE, REPO_ROOT / "Dockerfile"):
         text = baked.read_text()
         assert not any(value and value in text for key, value in example.items() if key in SECRETS), baked
@@ -133,7 +149,8 @@ def test_secrets_come_only_from_the_env_file(tmp_path: Path) -> None:
         proc = _run(compose, "config", "-q", env_file=None, cwd=tmp_path / "bare")
         assert proc.returncode != 0 or proc.stderr.strip(), f"compose {compose.version} accepted no env file"
         assert (
-            "set GRAFANA_ADMIN_PASSWORD in .env" in proc.stderr or "set VLLM_API_KEY in .env" in proc.stderr
+            "set GRAFANA_ADMIN_PASSWORD in .env" in proc.stderr
+            or "set SPARSEFLEET_API_KEYS in .env" in proc.stderr
         )
 
 
