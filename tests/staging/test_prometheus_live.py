@@ -45,7 +45,7 @@ def _fleet(checkpoints: dict[str, Path]) -> dict:
     }
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 20) -> None:
+def _stop(process: subprocess.Popen, grace_s: float = 10) -> None:
     """SIGTERM the gateway's process group (it and its engine processes), SIGKILL what outlives the grace."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -125,8 +125,10 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_gateway(gateway
     address, process, log_file = gateway
     (tmp_path / "prometheus").mkdir()
     with running_prometheus(prometheus_bin, address, tmp_path / "prometheus") as prom:
+        waited = time.monotonic()
         _wait_until_all_ready(address, process, log_file)
         started = time.monotonic()
+        print(f"\ngateway ready after {started - waited:.0f} s, loadavg {os.getloadavg()}")
         done = asyncio.run(_load(address, ["dense", "sparse-2:4"], LOAD_S))
         print(f"load: {done} requests in {time.monotonic() - started:.1f} s, loadavg {os.getloadavg()}")
         # One more scrape and two rule evaluations after the last request (1 s intervals).
