@@ -87,6 +87,14 @@ class Fleet:
         except Exception as exc:  # any start failure: this replica is down, the others keep serving
             replica.set_state(ReplicaState.failed, f"engine failed to start: {_one_line(exc)}")
             return
+        try:
+            await asyncio.wait_for(replica.engine.check_health(), self._health.probe_timeout_s)
+        except (EngineError, TimeoutError) as exc:
+            # Started but not answering (e.g. a remote server still loading): probed until it does.
+            replica.set_state(
+                ReplicaState.unhealthy, _one_line(exc) if str(exc) else "health check timed out"
+            )
+            return
         replica.set_state(ReplicaState.ready)
         log.info(
             "replica %s (%s) up in %.1f s, context %s tokens",

@@ -57,7 +57,7 @@ class VariantMetadata(BaseModel):
         return {
             "method": self.method,
             "pattern": self.pattern,
-            "sparsity": f"{self.sparsity:.4g}",
+            "sparsity": f"{self.sparsity:g}",
             "quantization": self.quantization or "none",
             "perplexity": _fmt(self.perplexity),
             "dense_perplexity": _fmt(self.dense_perplexity),
@@ -65,7 +65,7 @@ class VariantMetadata(BaseModel):
 
 
 def _fmt(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.4g}"
+    return "unknown" if value is None else f"{value:g}"
 
 
 def read_variant_metadata(model_dir: Path | None, variant_override: str | None) -> VariantMetadata:

@@ -38,13 +38,10 @@ class RemoteEngine:
             timeout=httpx.Timeout(cfg.read_timeout_s, connect=cfg.connect_timeout_s),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
-        try:
-            await self._discover()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _discover(self) -> None:
+        """Which model the server serves and its context; done on the first health check so that a server
+        still loading (or restarting) keeps the replica unhealthy until it answers, not failed for good."""
         try:
             response = await self._require().get("/v1/models")
             response.raise_for_status()
@@ -65,6 +62,8 @@ class RemoteEngine:
             await client.aclose()
 
     async def check_health(self) -> None:
+        if self._model is None:
+            await self._discover()
         try:
             response = await self._require().get("/health")
         except httpx.HTTPError as exc:
@@ -84,6 +83,8 @@ class RemoteEngine:
         return None
 
     async def prepare(self, request: GenerationInput, options: SamplingOptions) -> PreparedRequest:
+        if self._model is None:
+            raise EngineError(f"{self._config.url} has not answered yet")
         limit = self._max_model_len
         if limit is not None and options.max_tokens >= limit:
             raise InvalidRequest(

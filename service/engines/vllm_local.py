@@ -82,6 +82,10 @@ class VllmLocalEngine:
     async def stop(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
+            # Stop reading engine outputs first: otherwise the reader sees the engine process go away
+            # before shutdown() cancels it and logs a spurious EngineDeadError.
+            if llm.output_handler is not None:
+                llm.output_handler.cancel()
             # shutdown() waits for the engine processes to exit (thread-safe by design). vLLM's default 5 s
             # is shorter than a loaded 2-core machine needs to stop the worker, which then gets SIGKILLed.
             await asyncio.to_thread(llm.shutdown, _SHUTDOWN_TIMEOUT_S)
