@@ -8,6 +8,10 @@ set -eu
 
 MODEL="${SPARSEFLEET_MODEL:-embedded:smollm2-135m}"
 OUT="${SPARSEFLEET_CHECKPOINTS:-/data/checkpoints}"
+# Optional: a text file to measure dense and pruned perplexity on (shown as the quality delta in Grafana), and
+# extra `prune-jobs run` arguments for every variant, e.g. "--calibration-samples 32" for a quicker first start.
+EVAL_TEXT="${SPARSEFLEET_EVAL_TEXT:-}"
+EXTRA_ARGS="${SPARSEFLEET_PRUNE_ARGS:-}"
 mkdir -p "$OUT"
 
 # A directory counts as done once it is complete: work happens in NAME.partial, renamed at the end, so an
@@ -33,8 +37,11 @@ variant() {
     name="$1"
     shift
     done_already "$name" && return 0
-    echo "prune-job: pruning $name: prune-jobs run --model $MODEL $*"
-    prune-jobs run --model "$MODEL" "$@" --output "$OUT/$name.partial"
+    echo "prune-job: pruning $name: prune-jobs run --model $MODEL $* $EXTRA_ARGS"
+    # EXTRA_ARGS is split into words on purpose (a list of arguments in one variable).
+    # shellcheck disable=SC2086
+    prune-jobs run --model "$MODEL" "$@" $EXTRA_ARGS ${EVAL_TEXT:+--eval-text "$EVAL_TEXT"} \
+        --output "$OUT/$name.partial"
     mv "$OUT/$name.partial" "$OUT/$name"
 }
 

@@ -14,8 +14,8 @@ from staging_tools import DEPLOY
 
 SCRIPT = DEPLOY / "compose" / "prune-job.sh"
 STAND_IN = """#!/bin/sh
-# records each call; `run` writes a checkpoint-shaped directory (or fails when PRUNE_FAIL is set)
-echo "$*" >> "$CALLS"
+# records each call, arguments joined by '|'; `run` writes a checkpoint-shaped directory (fails if PRUNE_FAIL)
+(IFS='|'; echo "$*") >> "$CALLS"
 case "$1" in
   fetch-model) echo "$DENSE_SRC" ;;
   run) [ -z "${PRUNE_FAIL:-}" ] || { echo "error: pruning failed" >&2; exit 2; }
@@ -61,14 +61,25 @@ def test_first_run_writes_dense_and_pruned_then_second_run_skips(job) -> None:
     assert first.returncode == 0, first.stderr
     assert (out / "dense" / "config.json").is_file() and (out / "sparse-2-4" / "config.json").is_file()
     made = calls()
-    assert made[0] == "fetch-model embedded:smollm2-135m"
+    assert made[0] == "fetch-model|embedded:smollm2-135m"
     assert made[1] == (
-        f"run --model embedded:smollm2-135m --method wanda --pattern 2:4 --calibration self "
-        f"--output {out}/sparse-2-4.partial"
+        "run|--model|embedded:smollm2-135m|--method|wanda|--pattern|2:4|--calibration|self|"
+        f"--output|{out}/sparse-2-4.partial"
     )
     second = run()
     assert second.returncode == 0 and calls() == []
     assert "dense already" in second.stdout and "sparse-2-4 already" in second.stdout
+
+
+def test_eval_text_and_extra_arguments_reach_prune_jobs(job) -> None:
+    run, out, calls = job
+    proc = run(SPARSEFLEET_EVAL_TEXT="/data/my texts/wiki.txt", SPARSEFLEET_PRUNE_ARGS="--seed 3 --overwrite")
+    assert proc.returncode == 0, proc.stderr
+    (prune,) = [c for c in calls() if c.startswith("run|")]
+    assert prune.endswith(
+        "|--calibration|self|--seed|3|--overwrite|--eval-text|/data/my texts/wiki.txt|"
+        f"--output|{out}/sparse-2-4.partial"
+    )
 
 
 def test_interrupted_variant_is_redone(job) -> None:
@@ -77,7 +88,7 @@ def test_interrupted_variant_is_redone(job) -> None:
     calls()
     (out / "sparse-2-4").rename(out / "sparse-2-4.partial")  # as if killed before the final rename
     assert run().returncode == 0
-    assert [c.split()[0] for c in calls()] == ["run"]
+    assert [c.split("|")[0] for c in calls()] == ["run"]
     assert (out / "sparse-2-4" / "config.json").is_file() and not (out / "sparse-2-4.partial").exists()
 
 
@@ -109,6 +120,8 @@ def test_real_prune_jobs_on_tiny_llama(tmp_path: Path, request: pytest.FixtureRe
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "SPARSEFLEET_CHECKPOINTS": str(tmp_path / "out"),
         "SPARSEFLEET_MODEL": str(tiny_llama_dir),
+        # the tiny random model generates its own calibration text: a few short windows are plenty
+        "SPARSEFLEET_PRUNE_ARGS": "--calibration-samples 4 --calibration-seqlen 32",
     }
     proc = subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
