@@ -27,7 +27,9 @@ def serve(
         dir_okay=False,
     ),
     host: str | None = typer.Option(None, help="Interface to listen on; default server.host (127.0.0.1)."),
-    port: int | None = typer.Option(None, help="TCP port; default server.port (8000); 0 picks a free one."),
+    port: int | None = typer.Option(
+        None, min=0, max=65535, help="TCP port; default server.port (8000); 0 picks a free one."
+    ),
     log_level: str | None = typer.Option(
         None, help="debug, info, warning or error; default server.log_level."
     ),
@@ -42,7 +44,7 @@ def serve(
     SIGINT/SIGTERM shut down gracefully: in-flight requests get limits.shutdown_grace_s to finish.
     """
     if check:
-        config = _load(fleet)
+        config = _load(fleet, produce=False)
         typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))
         return
     level = (log_level or os.environ.get("SPARSEFLEET_SERVER__LOG_LEVEL") or "info").lower()
@@ -56,12 +58,12 @@ def serve(
     _run(config.model_copy(update={"server": server}))
 
 
-def _load(fleet: Path | None) -> FleetConfig:
+def _load(fleet: Path | None, *, produce: bool = True) -> FleetConfig:
     if fleet is not None:
         return load_fleet_file(fleet)
     from service.default_fleet import default_fleet_data
 
-    return build_fleet(default_fleet_data(), source="default fleet")
+    return build_fleet(default_fleet_data(produce=produce), source="default fleet")
 
 
 def _setup_logging(level: str) -> None:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,13 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sparsefleet"
 
 
-def default_fleet_data() -> dict[str, Any]:
-    """The default fleet as fleet-file data (environment overrides still apply on top)."""
+def default_fleet_data(*, produce: bool = True) -> dict[str, Any]:
+    """The default fleet as fleet-file data (environment overrides still apply on top); `produce=False`
+    only names the 2:4 checkpoint instead of pruning it when missing (for `--check`)."""
     dense = fetch_dense_model()
     sparse = cache_root() / "checkpoints" / SPARSE_DIR_NAME
-    ensure_sparse_checkpoint(sparse)
+    if produce:
+        ensure_sparse_checkpoint(sparse)
     return {
         "replicas": [
             {"name": "dense-0", "variant": DENSE_VARIANT, "kind": "vllm", "model": str(dense)},
@@ -62,8 +65,26 @@ def is_checkpoint(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def ensure_sparse_checkpoint(target: Path) -> bool:
-    """Produce the 2:4 copy once (gateways starting meanwhile wait for it); False when pruning failed."""
+def prune_command(output: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "prune_jobs",
+        "run",
+        "--model",
+        EMBEDDED,
+        *PRUNE_ARGS,
+        "--output",
+        str(output),
+    ]
+
+
+def ensure_sparse_checkpoint(target: Path, command: Callable[[Path], list[str]] = prune_command) -> bool:
+    """Produce the 2:4 copy once (gateways starting meanwhile wait for it); False when pruning failed.
+
+    The job writes into a hidden staging directory that is renamed into place only when it succeeded, so
+    an interrupted run never leaves a half-written checkpoint that a later start would trust.
+    """
     if is_checkpoint(target):
         return True
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,28 +94,18 @@ def ensure_sparse_checkpoint(target: Path) -> bool:
             return True
         staging = target.with_name(f".{target.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "prune_jobs",
-            "run",
-            "--model",
-            EMBEDDED,
-            *PRUNE_ARGS,
-            "--output",
-            str(staging),
-        ]
+        cmd = command(staging)
         log.info("producing the 2:4 checkpoint once (a few minutes): %s", " ".join(cmd[1:]))
         # Inherit the terminal so the prune job's own progress bars show as it runs.
         code = subprocess.run(cmd).returncode
         if code != 0 or not is_checkpoint(staging):
             shutil.rmtree(staging, ignore_errors=True)
             log.error(
-                "could not produce the 2:4 checkpoint (`python -m prune_jobs run` exited %d; does this "
-                "install have the prune job?). Serving the dense replica only; sparse-2:4-0 is reported "
-                "failed. Retry with: %s",
+                "could not produce the 2:4 checkpoint (`%s` exited %d; does this install have the prune "
+                "job?). Serving the dense replica only; sparse-2:4-0 is reported failed. Retry with: %s",
+                " ".join(cmd[1:4]),
                 code,
-                " ".join(cmd[1:-1] + [str(target)]),
+                " ".join(command(target)[1:]),
             )
             return False
         staging.rename(target)

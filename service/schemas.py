@@ -200,6 +200,7 @@ class ModelCard(BaseModel):
     variant: str
     replicas: list[str]
     max_model_len: int | None = None
+    metadata: dict[str, Any] = Field(description="Variant metadata from prune_report.json.")
 
 
 class ModelList(BaseModel):

@@ -41,6 +41,7 @@ async def models(gateway: GatewayDep) -> ModelList:
             variant=variant,
             replicas=[r.name for r in replicas],
             max_model_len=_min_len(r.engine.max_model_len for r in replicas),
+            metadata=replicas[0].metadata.model_dump(exclude={"report"}),
         )
         for variant, replicas in fleet.variants.items()
     ]
@@ -52,6 +53,7 @@ async def models(gateway: GatewayDep) -> ModelList:
             variant=r.variant,
             replicas=[r.name],
             max_model_len=r.engine.max_model_len,
+            metadata=r.metadata.model_dump(exclude={"report"}),
         )
         for r in fleet.replicas
     ]

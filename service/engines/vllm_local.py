@@ -49,6 +49,8 @@ class VllmLocalEngine:
         self._tokenizer: Any = None
 
     async def start(self) -> None:
+        if not self._model_dir.is_dir():
+            raise EngineError(f"checkpoint directory {self._model_dir} does not exist")
         if not (self._model_dir / "config.json").is_file():
             raise EngineError(f"{self._model_dir} is not a checkpoint directory (no config.json)")
         # Construction blocks for tens of seconds (engine spawn, weight load): keep the event loop serving.

@@ -3,9 +3,10 @@
 * `tiny_sparse_dir`: the tiny Llama with every decoder-layer linear pruned 2:4 by magnitude in plain torch,
   plus a hand-written prune_report.json following docs/contracts.md section 1.
 * `vllm_server`: a real `python -m vllm.entrypoints.openai.api_server` on loopback serving the tiny Llama.
-* `live_gateway`: one gateway over real HTTP (uvicorn in a thread, free port) with three replicas:
-  dense-a (in-process vLLM), dense-b (remote, the server above), sparse-a (in-process vLLM, the 2:4 copy).
-  Three engines in all: the most this shared 2-core machine should hold at once.
+* `live_gateway`: one gateway over real HTTP (uvicorn in a thread, free port) with three working replicas:
+  dense-a (in-process vLLM), dense-b (remote, the server above), sparse-a (in-process vLLM, the 2:4 copy),
+  and ghost-a whose checkpoint does not exist. Three engines in all: the most this shared 2-core machine
+  should hold at once.
 """
 
 from __future__ import annotations
@@ -220,6 +221,8 @@ def live_gateway(
                     "connect_timeout_s": 2.0,
                 },
                 {"name": "sparse-a", "model": str(tiny_sparse_dir), "engine": engine},
+                # A replica whose engine cannot start: reported, while the others serve.
+                {"name": "ghost-a", "variant": "ghost", "model": str(tiny_sparse_dir.parent / "missing")},
             ],
             "routing": {"policy": "weighted", "weights": WEIGHTS},
             "health": {"probe_interval_s": 0.5, "probe_timeout_s": 1.0},
@@ -235,7 +238,8 @@ def live_gateway(
     gateway = LiveGateway(config).start()
     try:
         # The remote server loads while the in-process engines do; it is re-admitted once it answers.
-        if not wait_until(lambda: all(r.healthy for r in gateway.fleet.replicas), 300):
+        working = [r for r in gateway.fleet.replicas if r.name != "ghost-a"]
+        if not wait_until(lambda: all(r.healthy for r in working), 300):
             states = {r.name: (str(r.state), r.last_error) for r in gateway.fleet.replicas}
             raise RuntimeError(f"replicas not ready: {states}")
         yield gateway

@@ -3,8 +3,10 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from service.engines.cpu import assign_cores
 from service.errors import ConfigError
@@ -158,3 +160,47 @@ def test_auto_cores_give_each_engine_its_own_block():
     assert assign_cores(["auto", "auto", "auto"], [0, 1]) == ["0", "1", "0"]
     assert assign_cores(["auto"], [0, 1]) == [None]  # a lone engine keeps vLLM's own choice
     assert assign_cores(["3", "auto", "nobind"], [0, 1]) == ["3", None, "nobind"]
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "service.md"
+
+
+def test_docs_cover_every_fleet_field_and_their_example_is_valid():
+    from service.settings import (
+        AuthConfig,
+        HealthConfig,
+        LimitsConfig,
+        RoutingConfig,
+        ServerConfig,
+        VllmEngineArgs,
+    )
+
+    text = DOCS.read_text()
+    sections = {
+        "routing": RoutingConfig,
+        "health": HealthConfig,
+        "limits": LimitsConfig,
+        "auth": AuthConfig,
+        "server": ServerConfig,
+        "engine": VllmEngineArgs,
+    }
+    for prefix, model in sections.items():
+        for name in model.model_fields:
+            assert f"`{prefix}.{name}`" in text, f"{prefix}.{name} undocumented"
+    for model in (VllmReplicaConfig, RemoteReplicaConfig):
+        for name in set(model.model_fields) - {"engine"}:  # engine.* is checked above
+            assert f"`{name}`" in text, f"replica field {name} undocumented"
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    fleet = build_fleet(yaml.safe_load(example))
+    assert [r.name for r in fleet.replicas] == ["dense-0", "sparse-0", "sparse-remote"]
+
+
+def test_docs_list_every_metric():
+    import re
+
+    from service.telemetry import Telemetry
+
+    documented = set(re.findall(r"`(sparsefleet_\w+)`", DOCS.read_text()))
+    for family in Telemetry(lambda: []).registry.collect():
+        # prometheus_client names counter families without their _total suffix
+        assert {family.name, f"{family.name}_total"} & documented, family.name

@@ -8,7 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 
@@ -85,8 +90,10 @@ def test_openai_client_works_unchanged(live_gateway):
     from openai import OpenAI
 
     oai = OpenAI(base_url=f"{live_gateway.url}/v1", api_key=API_KEY, max_retries=0)
-    ids = {m.id for m in oai.models.list()}
-    assert {"dense", "sparse-2:4", "dense-a", "dense-b", "sparse-a"} <= ids
+    cards = {m.id: m for m in oai.models.list()}
+    assert {"dense", "sparse-2:4", "dense-a", "dense-b", "sparse-a"} <= cards.keys()
+    assert cards["sparse-2:4"].model_extra["metadata"]["pattern"] == "2:4"
+    assert cards["sparse-2:4"].model_extra["max_model_len"] == CONTEXT
     completion = oai.completions.create(model="dense-a", prompt=PROMPT, max_tokens=6, temperature=0)
     assert completion.choices[0].text and completion.usage.completion_tokens <= 6
     assert completion.model_extra["replica"] == "dense-a"
@@ -349,3 +356,57 @@ def test_queue_full_is_429_with_retry_after(live_gateway, vllm_server, tiny_llam
         assert [r.status_code for r in async_results] == [200, 200]
     finally:
         narrow.stop()
+
+
+def test_replica_that_cannot_start_is_reported_while_the_others_serve(client):
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["replicas"]["ghost-a"] == "failed"
+    ghost = _status(client, "ghost-a")
+    assert not ghost["ready"] and "does not exist" in ghost["error"]
+    reply = client.post("/generate", json={"prompt": PROMPT, "variant": "ghost"})
+    assert reply.status_code == 503 and reply.json()["error"]["type"] == "service_unavailable"
+    assert metric(client.get("/metrics").text, "sparsefleet_replica_up", replica="ghost-a") == 0
+
+
+def test_cli_serves_logs_replicas_and_drains_in_flight_requests_on_sigterm(vllm_server, tmp_path):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        f"replicas:\n  - {{name: r0, kind: remote, url: '{vllm_server.url}'}}\n"
+        "limits: {shutdown_grace_s: 30}\n"
+    )
+    log_path = tmp_path / "gateway.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--fleet", str(fleet), "--port", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert wait_until(lambda: "Uvicorn running on" in log_path.read_text(), 60), log_path.read_text()
+        url = re.search(r"Uvicorn running on (http://\S+)", log_path.read_text()).group(1)
+        assert "replica r0 (dense) up" in log_path.read_text()
+        events: list = []
+        first_event = threading.Event()
+
+        def stream() -> None:
+            body = {"prompt": PROMPT, "max_tokens": 300, "stream": True}
+            with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/generate", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        first_event.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first_event.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        reader.join(60)
+        # After draining, uvicorn re-raises the signal it caught, so the exit status is the usual -SIGTERM.
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["finish_reason"] == "length"
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 300  # finished despite the SIGTERM
+    text = log_path.read_text()
+    assert "replica r0 stopped" in text and "Traceback" not in text
