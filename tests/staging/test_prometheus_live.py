@@ -22,7 +22,7 @@ from live_checks import query_problems, rule_group_problems
 from prometheus_server import GATEWAY_JOB, Prometheus, free_port, running_prometheus
 from staging_tools import require_tool
 
-READY_TIMEOUT_S = 300
+READY_TIMEOUT_S = 480  # two engines start one after the other; minutes on a busy 2-core machine
 LOAD_S = 15
 WORKERS_PER_VARIANT = 2
 PROMPTS = ["The capital of France is", "Once upon a time", "List three prime numbers:", "def fibonacci(n):"]
