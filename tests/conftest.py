@@ -20,7 +20,7 @@ def embedded_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, embedded_model_dir: Path) -> Path:
-    """A 2-layer random Llama (hidden 256, head_dim 64, GQA 4/2) with SmolLM2's tokenizer, saved as safetensors."""
+    """A 2-layer random Llama (hidden 256, head_dim 64, GQA 4/2) with SmolLM2's tokenizer, as safetensors."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

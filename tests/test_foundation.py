@@ -27,7 +27,9 @@ def test_tiny_llama_loads_and_generates(tiny_llama_dir):
 
 @pytest.mark.parametrize("bad", ["embedded:no-such-model", "/nonexistent/dir"])
 def test_fetch_model_bad_source_is_one_line_error(bad):
-    proc = subprocess.run([sys.executable, "-m", "prune_jobs", "fetch-model", bad], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prune_jobs", "fetch-model", bad], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
     assert "Traceback" not in proc.stderr
