@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from pydantic import ValidationError
 
@@ -393,12 +392,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own load/save bars
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     try:
         code = app(args=args or ["--help"], prog_name="prune-jobs", standalone_mode=False)
-    except click.UsageError as exc:
-        _fail(exc.format_message())
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # usage errors of the CLI library: unknown option, not a number, ...
         _fail(exc.format_message())
     except ValidationError as exc:
         from prune_jobs.config import describe_validation_error
@@ -406,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(describe_validation_error(exc))
     except PruneJobError as exc:
         _fail(str(exc))
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

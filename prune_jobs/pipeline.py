@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -56,20 +57,27 @@ log = logging.getLogger(__name__)
 
 
 class PhaseTimer:
-    """Wall time per phase (load, calibrate, prune, quantize, eval, save), accumulated."""
+    """Wall and CPU time per phase (load, calibrate, prune, quantize, eval, save), accumulated.
+
+    CPU time (all threads of this process) is recorded too: on a shared machine wall time stretches with
+    other people's load, CPU time much less so."""
+
+    PHASES = ("load", "calibrate", "prune", "quantize", "eval", "save")
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(
-            ("load", "calibrate", "prune", "quantize", "eval", "save"), 0.0
-        )
+        self.seconds: dict[str, float] = dict.fromkeys(self.PHASES, 0.0)
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(self.PHASES, 0.0)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+            self.cpu_seconds[name] = round(
+                self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu_start, 3
+            )
 
 
 def quantize_api() -> tuple[Callable[..., ColumnQuantizer], Callable[..., None]]:
@@ -221,6 +229,7 @@ class PruneSession:
 
         from tqdm import tqdm
 
+        started = time.perf_counter()
         with self.timer.phase("prune"):
             _, blocks = decoder_layers(self.model)
             inputs = self._block0.clone() if self._block0 is not None else None
@@ -232,7 +241,7 @@ class PruneSession:
                 unit="block",
                 disable=None if self.progress else True,
             )
-            for block, linears in bar:
+            for index, (block, linears) in enumerate(bar):
                 if inputs is None:  # magnitude without calibration data: no activations needed
                     for name, linear in linears.items():
                         prune_linear(name, linear, None)
@@ -240,11 +249,14 @@ class PruneSession:
                     runner(block, inputs, linears, new_stats, prune_linear)
                 else:  # nothing selected here, but the next block needs this one's outputs
                     with torch.no_grad():
-                        for index in range(len(inputs)):
-                            inputs.hidden[index] = inputs.call(block, index)
+                        for batch in range(len(inputs)):
+                            inputs.hidden[batch] = inputs.call(block, batch)
                 recent = outcome.layers[len(outcome.layers) - len(linears) :]
                 worst = max((r.relative_output_error or 0.0 for r in recent), default=0.0)
                 bar.set_postfix(worst_error=f"{worst:.3f}")
+                if bar.disable and self.progress:  # no terminal (logs, CI): one line per block instead
+                    log.info("block %d/%d pruned (%.0f s so far, worst relative output error %.3f)",
+                             index + 1, len(blocks), time.perf_counter() - started, worst)
         return outcome
 
     def _stats_factory(self) -> Callable[[int], LinearStats]:
@@ -361,6 +373,8 @@ def build_report(
             windows=pruned.windows,
         ),
         timings_s=dict(session.timer.seconds),
+        cpu_timings_s=dict(session.timer.cpu_seconds),
+        load_average=[round(v, 2) for v in os.getloadavg()],
         versions=library_versions(),
         command=command,
         created_at=utc_now(),

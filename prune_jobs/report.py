@@ -70,7 +70,9 @@ class PruneReport(BaseModel):
     layers: list[LayerReport]
     nm_check: NMCheckReport | None
     perplexity: PerplexityReport | None
-    timings_s: dict[str, float]
+    timings_s: dict[str, float]  # wall time per phase
+    cpu_timings_s: dict[str, float] = Field(default_factory=dict)  # CPU time (all threads) per phase
+    load_average: list[float] = Field(default_factory=list)  # 1/5/15-min load when the report was written
     versions: dict[str, str]
     command: str
     created_at: str

@@ -44,3 +44,41 @@ def correlated_inputs(tokens: int, features: int, seed: int = 0) -> torch.Tensor
 def output_error(x: torch.Tensor, dense: torch.Tensor, pruned: torch.Tensor) -> float:
     """‖X W_p^T − X W^T‖ / ‖X W^T‖ computed directly on the activations."""
     return float(torch.linalg.norm(x @ (pruned - dense).T) / torch.linalg.norm(x @ dense.T))
+
+
+WORDS = (
+    "the model layer weight prune sparse dense token window river city music history science garden winter "
+    "north ancient station bridge market theory language energy system music night summer road village "
+    "light water stone paper field colour story people small large early later with from into over under"
+).split()
+
+
+def write_text(path, words: int = 6000, seed: int = 0):
+    """A plain-English-looking text file (no external data needed)."""
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(WORDS), (words,), generator=g).tolist()
+    sentences, line = [], []
+    for i, index in enumerate(picks):
+        line.append(WORDS[index])
+        if i % 12 == 11:
+            sentences.append(" ".join(line).capitalize() + ".")
+            line = []
+    path.write_text("\n".join(sentences) + "\n")
+    return path
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """Run `prune-jobs ARGS` in this process → (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from prune_jobs.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

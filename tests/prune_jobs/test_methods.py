@@ -93,7 +93,8 @@ def test_relative_output_error_from_the_hessian_equals_the_direct_one():
     x = correlated_inputs(3000, 128)
     pruned = METHODS["wanda"].prune(w, stats_of(x, False), HALF, None)
     assert relative_output_error(w, pruned, stats_of(x).hessian()) == pytest.approx(
-        output_error(x, w, pruned), rel=1e-3)
+        output_error(x, w, pruned), rel=1e-3
+    )
     sampled = relative_output_error(w, pruned, stats_of(x, full_hessian=False).hessian())
     assert sampled == pytest.approx(output_error(x, w, pruned), rel=0.15)
 
