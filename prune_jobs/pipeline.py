@@ -123,27 +123,18 @@ def select_linears(model: nn.Module, include: str | None, exclude: str | None) -
     return selected
 
 
-def default_group_size(config: PruneConfig, in_features: set[int]) -> int | None:
-    """w4a16: 128 columns per group when it divides every pruned layer's input width, else the largest power
-    of two below that does (SmolLM2's 576 takes 64); int8 is per-channel."""
-    if config.quant_group_size is not None:
-        for width in sorted(in_features):
-            if width % config.quant_group_size != 0:
-                raise PruneJobError(
-                    f"--quant-group-size {config.quant_group_size} does not divide the input "
-                    f"width {width} of a pruned layer"
-                )
-        return config.quant_group_size
-    if config.quant != "w4a16":
-        return None
-    for size in (128, 64, 32, 16):
-        if all(width % size == 0 for width in in_features):
-            if size != 128:
-                log.info(
-                    "w4a16: group size %d (128 does not divide input widths %s)", size, sorted(in_features)
-                )
-            return size
-    raise PruneJobError(f"no 4-bit group size in 128/64/32/16 divides the input widths {sorted(in_features)}")
+def default_group_size(config: PruneConfig, in_features: dict[str, int]) -> int | None:
+    """The quantization group size for these layers (module name → input width), checked up front by
+    `resolve_quant_spec`: int8 is per-channel; w4a16 takes --quant-group-size if it divides every layer
+    (else an error naming the layer and the sizes that would), by default 128 or the largest of 64/32/16
+    dividing every layer (SmolLM2's 576 takes 64)."""
+    from prune_jobs.quant.group_size import resolve_quant_spec
+
+    requested = config.quant_group_size if config.quant_group_size is not None else "auto"
+    group_size = resolve_quant_spec(config.quant, requested, in_features).group_size
+    if requested == "auto" and group_size not in (None, 128):
+        log.info("%s: group size %d (128 does not divide every input width)", config.quant, group_size)
+    return group_size
 
 
 class PruneSession:
@@ -181,6 +172,8 @@ class PruneSession:
                 self._block0 = capture_block_inputs(self.model, blocks[0], self.calibration.input_ids, batch)
 
     def _check_shapes(self) -> None:
+        if self.config.quant is not None:  # an impossible group size fails before calibration, not after
+            default_group_size(self.config, self._input_widths())
         nm = self.config.nm_pattern
         for name, weight in self._dense.items():
             if nm is not None and weight.shape[1] % nm.m != 0:
@@ -188,6 +181,9 @@ class PruneSession:
                     f"--pattern {nm} needs input widths divisible by {nm.m}; {name} has "
                     f"{weight.shape[1]} (exclude it with --exclude)"
                 )
+
+    def _input_widths(self) -> dict[str, int]:
+        return {name: weight.shape[1] for name, weight in self._dense.items()}
 
     def restore_dense(self) -> None:
         with torch.no_grad():
@@ -199,8 +195,7 @@ class PruneSession:
         """Prune every selected linear, block by block (the model is modified in place)."""
         config = self.config
         target = target or config.target
-        in_features = {w.shape[1] for w in self._dense.values()}
-        spec = config.quant_spec(default_group_size(config, in_features))
+        spec = config.quant_spec(default_group_size(config, self._input_widths())) if config.quant else None
         make_quantizer = quantize_api()[0] if spec is not None else None
         outcome = PruneOutcome(target, [], {}, spec)
         method = config.prune_method

@@ -8,14 +8,13 @@
 
 from prune_jobs.quant.checkpoint import build_quantization_config, save_quantized_checkpoint
 from prune_jobs.quant.column import make_column_quantizer, quantize_rtn
-from prune_jobs.quant.group_size import parse_group_size, resolve_quant_spec
+from prune_jobs.quant.group_size import resolve_quant_spec
 from prune_jobs.quant.schemes import SCHEMES
 
 __all__ = [
     "SCHEMES",
     "build_quantization_config",
     "make_column_quantizer",
-    "parse_group_size",
     "quantize_rtn",
     "resolve_quant_spec",
     "save_quantized_checkpoint",

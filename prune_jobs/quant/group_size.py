@@ -2,9 +2,9 @@
 
 Every targeted layer must use the same group size (one config group in the checkpoint), and it has to divide
 each layer's in_features: SmolLM2's hidden size 576 is a multiple of 64 but not of 128, so the textbook
-default of 128 cannot be used there. `auto` therefore picks the largest of 128 / 64 / 32 that divides every
-targeted layer; an explicit size that does not fit is refused up front, naming the layer and what would work,
-rather than failing after minutes of calibration.
+default of 128 cannot be used there. `auto` therefore picks the largest of 128 / 64 / 32 / 16 that divides
+every targeted layer; an explicit size that does not fit is refused up front, naming the layer and what
+would work, rather than failing after minutes of calibration.
 """
 
 from __future__ import annotations
@@ -16,22 +16,9 @@ from prune_jobs.errors import PruneJobError
 from prune_jobs.quant.schemes import check_spec, scheme_info
 from prune_jobs.quant_api import QuantScheme, QuantSpec
 
-AUTO_CANDIDATES = (128, 64, 32)
+AUTO_CANDIDATES = (128, 64, 32, 16)
 
 GroupSizeRequest = int | Literal["auto"]
-
-
-def parse_group_size(text: str) -> GroupSizeRequest:
-    """CLI text → 'auto' or a positive int (one-line error otherwise)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise PruneJobError(f"--quant-group-size must be 'auto' or an integer, got {text!r}") from None
-    if value <= 0:
-        raise PruneJobError(f"--quant-group-size must be positive, got {value}")
-    return value
 
 
 def resolve_quant_spec(
@@ -39,8 +26,8 @@ def resolve_quant_spec(
 ) -> QuantSpec:
     """The spec to quantize every layer in `in_features` (module name → in_features) with.
 
-    int8 is per output channel whatever `auto` means; w4a16 with `auto` takes the largest of 128/64/32 that
-    divides every layer. An explicit size is checked against every layer.
+    int8 is per output channel whatever `auto` means; w4a16 with `auto` takes the largest of 128/64/32/16
+    that divides every layer. An explicit size is checked against every layer.
     """
     info = scheme_info(scheme)
     if not in_features:
@@ -61,11 +48,12 @@ def resolve_quant_spec(
     misfits = {name: n for name, n in in_features.items() if info.grouped and n % group_size}
     if misfits:
         name, n = next(iter(misfits.items()))
-        working = [g for g in (256, *AUTO_CANDIDATES, 16) if all(m % g == 0 for m in in_features.values())]
+        working = [g for g in (256, *AUTO_CANDIDATES) if all(m % g == 0 for m in in_features.values())]
+        sizes = ", ".join(map(str, working)) or "none"
         raise PruneJobError(
             f"--quant-group-size {group_size} does not divide {name} in_features={n}"
             f"{f' (and {len(misfits) - 1} more layers)' if len(misfits) > 1 else ''}; "
-            f"sizes that divide every quantized layer: {', '.join(map(str, working)) or 'none'} (or 'auto')"
+            f"sizes that divide every quantized layer: {sizes} (or omit --quant-group-size)"
         )
     for name, n in in_features.items():
         check_spec(spec, n, layer=name)

@@ -58,7 +58,8 @@ def check_spec(spec: QuantSpec, in_features: int, layer: str = "weight") -> None
         raise PruneJobError(f"quantization group size must be a positive even number, got {spec.group_size}")
     if in_features % spec.group_size:
         working = [g for g in (128, 64, 32, 16) if in_features % g == 0]
+        sizes = ", ".join(map(str, working)) or "none of 128/64/32/16"
         raise PruneJobError(
             f"quantization group size {spec.group_size} does not divide {layer} in_features={in_features}; "
-            f"sizes that would work: {', '.join(map(str, working)) or 'none of 128/64/32/16'} (or 'auto')"
+            f"sizes that would work: {sizes} (or omit --quant-group-size)"
         )

@@ -10,7 +10,7 @@ import torch
 
 from prune_jobs.errors import PruneJobError
 from prune_jobs.quant_api import QuantSpec
-from prune_jobs.quantize import make_column_quantizer, parse_group_size, quantize_rtn, resolve_quant_spec
+from prune_jobs.quantize import make_column_quantizer, quantize_rtn, resolve_quant_spec
 
 INT8 = QuantSpec("int8", None)
 W4_G64 = QuantSpec("w4a16", 64)
@@ -156,21 +156,10 @@ def test_explicit_group_size_is_checked_against_every_layer():
     message = str(err.value)
     assert "model.layers.0.self_attn.q_proj in_features=576" in message
     assert "sizes that divide every quantized layer: 64, 32, 16" in message and "\n" not in message
-    with pytest.raises(PruneJobError, match="no group size among 128/64/32 divides"):
+    with pytest.raises(PruneJobError, match="no group size among 128/64/32/16 divides"):
         resolve_quant_spec("w4a16", "auto", {"odd": 100})
     with pytest.raises(PruneJobError, match="no layers selected"):
         resolve_quant_spec("w4a16", "auto", {})
-
-
-@pytest.mark.parametrize(("text", "value"), [("auto", "auto"), ("AUTO", "auto"), ("64", 64)])
-def test_parse_group_size(text, value):
-    assert parse_group_size(text) == value
-
-
-@pytest.mark.parametrize("text", ["sixty-four", "0", "-32"])
-def test_parse_group_size_rejects_nonsense(text):
-    with pytest.raises(PruneJobError, match="--quant-group-size"):
-        parse_group_size(text)
 
 
 def test_rtn_error_shrinks_with_finer_groups():
