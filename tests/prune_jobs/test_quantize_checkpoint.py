@@ -12,6 +12,7 @@ from safetensors import safe_open
 from prune_jobs.errors import PruneJobError
 from prune_jobs.quant_api import QuantParams, QuantSpec
 from prune_jobs.quantize import quantize_rtn, save_quantized_checkpoint
+from tests.prune_jobs.quant_helpers import load_dequantized
 
 SPECS = {"int8": QuantSpec("int8", None), "w4a16": QuantSpec("w4a16", 64)}
 
@@ -116,13 +117,8 @@ def _unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
 
 
 def test_transformers_reload_gives_the_same_weights_and_keeps_the_2_4_zeros(saved):
-    from transformers import AutoModelForCausalLM
-    from transformers.utils.quantization_config import CompressedTensorsConfig
-
     _, model, out = saved
-    reloaded = AutoModelForCausalLM.from_pretrained(
-        out, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
-    )
+    reloaded = load_dequantized(out)
     got = dict(reloaded.named_parameters())
     for name, linear in _decoder_linears(model).items():
         weight = got[f"{name}.weight"].data

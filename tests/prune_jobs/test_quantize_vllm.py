@@ -6,11 +6,7 @@ are compared with transformers running the dequantized weights we handed to the 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,26 +14,9 @@ import torch
 
 from prune_jobs.quant_api import QuantSpec
 from prune_jobs.quantize import quantize_rtn, save_quantized_checkpoint
+from tests.prune_jobs.quant_helpers import hf_prompt_logprobs, run_vllm, simulate_dynamic_int8_activations
 
-PROBE = Path(__file__).with_name("vllm_probe.py")
-PROMPTS = ["The capital of France is", "The Eiffel Tower is located in the city of"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-
-
-def run_vllm(*model_dirs: Path, timeout: int = 420) -> list[dict]:
-    cmd = [sys.executable, str(PROBE), *(f"--model={d}" for d in model_dirs)]
-    cmd += [f"--prompt={p}" for p in PROMPTS]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("VLLM_PROBE ")]
-    return [json.loads(ln.removeprefix("VLLM_PROBE ")) for ln in lines]
-
-
-def hf_prompt_logprobs(model, token_ids: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        logp = model(torch.tensor([token_ids])).logits[0].log_softmax(-1)
-    return logp[torch.arange(len(token_ids) - 1), torch.tensor(token_ids[1:])]
 
 
 def quantize_and_save(src: Path, spec: QuantSpec, out: Path, prune_2_4: bool):
@@ -58,21 +37,6 @@ def quantize_and_save(src: Path, spec: QuantSpec, out: Path, prune_2_4: bool):
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
     return model.eval()
-
-
-def simulate_dynamic_int8_activations(model) -> None:
-    """W8A8's other half, the way the checkpoint declares it: every quantized linear's input rounded per token
-    to symmetric int8 (scale = max|x| / 127) before the matmul."""
-
-    def quantize_input(_module, args):
-        x = args[0]
-        scale = x.abs().amax(dim=-1, keepdim=True) / 127
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return (torch.round(x / scale).clamp(-128, 127) * scale,)
-
-    for name, linear in model.named_modules():
-        if isinstance(linear, torch.nn.Linear) and ".layers." in name:
-            linear.register_forward_pre_hook(quantize_input)
 
 
 def test_unpacking_in_the_vllm_plugin_matches_compressed_tensors():
