@@ -250,6 +250,7 @@ def evaluate(
     """Perplexity of MODEL on TEXT (docs/pruning.md protocol); prints one JSON object."""
     from prune_jobs.evaluate import perplexity
     from prune_jobs.model_io import load_causal_lm, resolve_model
+    from prune_jobs.quant.served import attach_served_arithmetic
 
     if not text.is_file():
         raise PruneJobError(f"--text: {text} not found")
@@ -257,6 +258,9 @@ def evaluate(
         raise PruneJobError("--seqlen must be >= 2 and --windows >= 1")
     source = resolve_model(model)
     loaded, tokenizer = load_causal_lm(source.path)
+    # W8A8 checkpoints: also round activations as vLLM does, so the number is the served model's.
+    checkpoint_config = json.loads((source.path / "config.json").read_text())
+    attach_served_arithmetic(loaded, checkpoint_config.get("quantization_config"))
     result = perplexity(loaded, tokenizer, text, seqlen=seqlen, windows=windows)
     typer.echo(json.dumps({"model": model, **result.as_dict()}))
 

@@ -39,6 +39,7 @@ from prune_jobs.model_io import (
     save_checkpoint,
     usable_context,
 )
+from prune_jobs.quant.served import served_arithmetic
 from prune_jobs.quant_api import ColumnQuantizer, QuantParams, QuantSpec
 from prune_jobs.report import (
     CalibrationInfo,
@@ -430,7 +431,9 @@ def run_job(config: RunConfig, *, command: str, progress: bool = True) -> PruneR
     outcome = session.prune()
     pruned = None
     if evaluation is not None:
-        pruned = session.evaluate(evaluation.text, evaluation.seqlen, evaluation.windows)
+        # W8A8: evaluate with activations rounded as vLLM will, not only the quantized weights.
+        with served_arithmetic(session.model, config.prune.quant, outcome.quant_params):
+            pruned = session.evaluate(evaluation.text, evaluation.seqlen, evaluation.windows)
         log.info("pruned perplexity %.4f", pruned.perplexity)
     return save_output(
         session,
