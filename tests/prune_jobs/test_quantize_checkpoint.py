@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 
 from prune_jobs.errors import PruneJobError
+from prune_jobs.quant.served import load_as_served
 from prune_jobs.quant_api import QuantParams, QuantSpec
 from prune_jobs.quantize import quantize_rtn, save_quantized_checkpoint
-from tests.prune_jobs.quant_helpers import load_dequantized
 
 SPECS = {"int8": QuantSpec("int8", None), "w4a16": QuantSpec("w4a16", 64)}
 
@@ -118,7 +118,7 @@ def _unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
 
 def test_transformers_reload_gives_the_same_weights_and_keeps_the_2_4_zeros(saved):
     _, model, out = saved
-    reloaded = load_dequantized(out)
+    reloaded = load_as_served(out)
     got = dict(reloaded.named_parameters())
     for name, linear in _decoder_linears(model).items():
         weight = got[f"{name}.weight"].data

