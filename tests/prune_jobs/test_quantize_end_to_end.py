@@ -72,4 +72,4 @@ def test_vllm_generates_from_both_checkpoints(checkpoints):
         model = load_as_served(path)  # decompressed weights; W8A8 also rounds activations like vLLM
         for ids, vllm_lp in zip(result["prompt_token_ids"], result["prompt_logprobs"], strict=True):
             diff = (hf_prompt_logprobs(model, ids) - torch.tensor(vllm_lp)).abs().max().item()
-            assert diff < (1e-3 if name.endswith("w4a16") else 0.03), f"{name}: logprobs differ by {diff}"
+            assert diff < (1e-3 if name.endswith("w4a16") else 0.1), f"{name}: logprobs differ by {diff}"
