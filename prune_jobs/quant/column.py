@@ -55,15 +55,19 @@ class GridColumnQuantizer:
         )
 
 
-def make_column_quantizer(spec: QuantSpec, weight: torch.Tensor) -> ColumnQuantizer:
-    """A fresh quantizer for `weight` [out, in] (only its shape is used; grids are fitted lazily)."""
+def _grid_and_group(spec: QuantSpec, weight: torch.Tensor) -> tuple[IntGrid, int | None]:
+    """The scheme's grid and the group size this [out, in] weight uses (None: per output channel)."""
     if weight.ndim != 2:
         raise ValueError(f"expected a 2-D weight [out, in], got shape {tuple(weight.shape)}")
     info = scheme_info(spec.scheme)
-    out_features, in_features = weight.shape
-    check_spec(spec, in_features)
-    group_size = spec.group_size if info.grouped else None
-    return GridColumnQuantizer(info.grid, group_size, out_features, in_features)
+    check_spec(spec, weight.shape[1])
+    return info.grid, spec.group_size if info.grouped else None
+
+
+def make_column_quantizer(spec: QuantSpec, weight: torch.Tensor) -> ColumnQuantizer:
+    """A fresh quantizer for `weight` [out, in] (only its shape is used; grids are fitted lazily)."""
+    grid, group_size = _grid_and_group(spec, weight)
+    return GridColumnQuantizer(grid, group_size, *weight.shape)
 
 
 def quantize_rtn(weight: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, QuantParams]:
@@ -71,18 +75,14 @@ def quantize_rtn(weight: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, Q
 
     Returns the dequantized weight (same dtype as `weight`) and the grid. Zeros stay exactly zero.
     """
-    if weight.ndim != 2:
-        raise ValueError(f"expected a 2-D weight [out, in], got shape {tuple(weight.shape)}")
-    info = scheme_info(spec.scheme)
+    grid, group_size = _grid_and_group(spec, weight)
     out_features, in_features = weight.shape
-    check_spec(spec, in_features)
-    group_size = spec.group_size if info.grouped else None
     group = group_size or in_features  # None: one group spanning the row (per output channel)
     # [out, in] → [out * n_groups, group]: each row of the view is one group of one output channel.
     blocks = weight.float().reshape(out_features * (in_features // group), group)
-    scale, zero_point = info.grid.fit(blocks)
+    scale, zero_point = grid.fit(blocks)
     zp_col = None if zero_point is None else zero_point.unsqueeze(1)
-    deq = info.grid.fake_quantize(blocks, scale.unsqueeze(1), zp_col)
+    deq = grid.fake_quantize(blocks, scale.unsqueeze(1), zp_col)
     params = QuantParams(
         scales=scale.reshape(out_features, -1),
         zero_points=None if zero_point is None else zero_point.reshape(out_features, -1),
