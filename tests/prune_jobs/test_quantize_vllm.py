@@ -22,7 +22,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 
 
 def quantize_and_save(src: Path, spec: QuantSpec, out: Path):
-    """Quantizes every decoder linear by RTN; returns the dequantized model and the quantized modules' names."""
+    """RTN-quantizes every decoder linear; returns the dequantized model and the quantized modules' names."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
