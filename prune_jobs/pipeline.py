@@ -123,33 +123,35 @@ def select_linears(model: nn.Module, include: str | None, exclude: str | None) -
     return selected
 
 
-def default_group_size(config: PruneConfig, in_features: set[int]) -> int | None:
-    """w4a16: 128 columns per group when it divides every pruned layer's input width, else the largest power
-    of two below that does (SmolLM2's 576 takes 64); int8 is per-channel."""
+def default_group_size(config: PruneConfig, in_features: dict[str, int]) -> int | None:
+    """The quantization group size for these layers (module name → input width): int8 is per-channel;
+    w4a16 takes --quant-group-size if it divides every layer, by default 128 or the largest of 64/32/16
+    dividing every layer (SmolLM2's 576 takes 64)."""
+    widths = sorted(set(in_features.values()))
     if config.quant_group_size is not None:
-        for width in sorted(in_features):
+        for name, width in in_features.items():
             if width % config.quant_group_size != 0:
                 raise PruneJobError(
-                    f"--quant-group-size {config.quant_group_size} does not divide the input "
-                    f"width {width} of a pruned layer"
+                    f"--quant-group-size {config.quant_group_size} does not divide the input width {width} "
+                    f"of {name}"
                 )
         return config.quant_group_size
     if config.quant != "w4a16":
         return None
     for size in (128, 64, 32, 16):
-        if all(width % size == 0 for width in in_features):
+        if all(width % size == 0 for width in widths):
             if size != 128:
-                log.info(
-                    "w4a16: group size %d (128 does not divide input widths %s)", size, sorted(in_features)
-                )
+                log.info("w4a16: group size %d (128 does not divide every input width: %s)", size, widths)
             return size
-    raise PruneJobError(f"no 4-bit group size in 128/64/32/16 divides the input widths {sorted(in_features)}")
+    raise PruneJobError(f"no 4-bit group size in 128/64/32/16 divides the input widths {widths}")
 
 
 class PruneSession:
     """A loaded model plus its calibration inputs, ready to be pruned (and restored, for sweeps)."""
 
-    def __init__(self, config: PruneConfig, timer: PhaseTimer, *, progress: bool = True) -> None:
+    def __init__(
+        self, config: PruneConfig, timer: PhaseTimer, *, progress: bool = True, keep_dense: bool = False
+    ) -> None:
         self.config = config
         self.timer = timer
         self.progress = progress
@@ -159,9 +161,12 @@ class PruneSession:
             self.source: ModelSource = resolve_model(config.model)
             self.model, self.tokenizer = load_causal_lm(self.source.path)
             self.linears = select_linears(self.model, config.include, config.exclude)
-            self._dense = {
-                name: m.weight.detach().clone() for block in self.linears for name, m in block.items()
-            }
+            # a copy of the dense weights (~4 bytes/parameter) only for sweeps, which prune repeatedly
+            self._dense = (
+                {name: m.weight.detach().clone() for block in self.linears for name, m in block.items()}
+                if keep_dense
+                else None
+            )
         self._check_shapes()
         self.calibration: CalibrationSet | None = None
         self._block0: BlockInputs | None = None
@@ -181,32 +186,41 @@ class PruneSession:
                 self._block0 = capture_block_inputs(self.model, blocks[0], self.calibration.input_ids, batch)
 
     def _check_shapes(self) -> None:
+        if self.config.quant is not None:  # an impossible group size fails before calibration, not after
+            default_group_size(self.config, self._input_widths())
         nm = self.config.nm_pattern
-        for name, weight in self._dense.items():
-            if nm is not None and weight.shape[1] % nm.m != 0:
+        for name, module in self._all_linears():
+            if nm is not None and module.in_features % nm.m != 0:
                 raise PruneJobError(
                     f"--pattern {nm} needs input widths divisible by {nm.m}; {name} has "
-                    f"{weight.shape[1]} (exclude it with --exclude)"
+                    f"{module.in_features} (exclude it with --exclude)"
                 )
 
+    def _input_widths(self) -> dict[str, int]:
+        return {name: module.in_features for name, module in self._all_linears()}
+
+    def _all_linears(self) -> Iterator[tuple[str, nn.Linear]]:
+        for block in self.linears:
+            yield from block.items()
+
     def restore_dense(self) -> None:
+        if self._dense is None:
+            raise RuntimeError("PruneSession(keep_dense=True) is needed to restore the dense weights")
         with torch.no_grad():
-            for block in self.linears:
-                for name, module in block.items():
-                    module.weight.copy_(self._dense[name])
+            for name, module in self._all_linears():
+                module.weight.copy_(self._dense[name])
 
     def prune(self, target: SparsityTarget | None = None) -> PruneOutcome:
         """Prune every selected linear, block by block (the model is modified in place)."""
         config = self.config
         target = target or config.target
-        in_features = {w.shape[1] for w in self._dense.values()}
-        spec = config.quant_spec(default_group_size(config, in_features))
+        spec = config.quant_spec(default_group_size(config, self._input_widths())) if config.quant else None
         make_quantizer = quantize_api()[0] if spec is not None else None
         outcome = PruneOutcome(target, [], {}, spec)
         method = config.prune_method
 
         def prune_linear(name: str, linear: nn.Linear, stats: LinearStats | None) -> None:
-            dense = self._dense[name]
+            dense = linear.weight.detach().clone()
             if target.pattern is not None:
                 check_nm_shape(dense.shape[1], target.pattern)
             quantizer = make_quantizer(spec, dense) if make_quantizer is not None else None
@@ -255,8 +269,13 @@ class PruneSession:
                 worst = max((r.relative_output_error or 0.0 for r in recent), default=0.0)
                 bar.set_postfix(worst_error=f"{worst:.3f}")
                 if bar.disable and self.progress:  # no terminal (logs, CI): one line per block instead
-                    log.info("block %d/%d pruned (%.0f s so far, worst relative output error %.3f)",
-                             index + 1, len(blocks), time.perf_counter() - started, worst)
+                    log.info(
+                        "block %d/%d pruned (%.0f s so far, worst relative output error %.3f)",
+                        index + 1,
+                        len(blocks),
+                        time.perf_counter() - started,
+                        worst,
+                    )
         return outcome
 
     def _stats_factory(self) -> Callable[[int], LinearStats]:
