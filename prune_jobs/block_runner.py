@@ -23,15 +23,14 @@ saves the Hessian accumulation for all but the first of them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from prune_jobs.block_inputs import BlockInputs
+from prune_jobs.lanes import run_in_lanes, single_threaded_lanes
 from prune_jobs.stats import LinearStats
 
 PruneLinear = Callable[[str, nn.Linear, LinearStats], None]
@@ -40,47 +39,6 @@ NewStats = Callable[[int], LinearStats]
 
 class BlockScheduleError(RuntimeError):
     """The batches called the block's linear layers in different orders (e.g. mixture-of-experts routing)."""
-
-
-@contextmanager
-def single_threaded_lanes() -> Iterator[int]:
-    """Numpy's BLAS single-threaded for the duration (the lanes provide the parallelism); yields the number
-    of lanes (torch's intra-op thread count) and restores torch's thread setting afterwards."""
-    threads = torch.get_num_threads()
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield threads
-    finally:
-        torch.set_num_threads(threads)  # worker threads changed the default that new threads start with
-
-
-def _run_in_lanes(count: int, lanes: int, work: Callable[[int], None]) -> None:
-    """work(0..count-1) on `lanes` threads, each computing with one intra-op thread; re-raises the first
-    failure."""
-    next_index = iter(range(count))
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def lane() -> None:
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            while not errors:
-                with lock:
-                    index = next(next_index, None)
-                if index is None:
-                    return
-                try:
-                    work(index)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-                    errors.append(exc)
-
-    threads = [threading.Thread(target=lane, daemon=True) for _ in range(min(lanes, count))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 class _SharedInputs:
@@ -148,13 +106,13 @@ def run_block_parallel(
             with torch.no_grad():
                 stats_pass(0)
             learning[0] = False
-            _run_in_lanes(len(inputs) - 1, lanes, lambda i: stats_pass(i + 1))
+            run_in_lanes(len(inputs) - 1, lanes, lambda i: stats_pass(i + 1))
         finally:
             for handle in handles:
                 handle.remove()
         for name in order:
             prune(name, linears[name], stats[name])
-        _run_in_lanes(len(inputs), lanes, output_pass)
+        run_in_lanes(len(inputs), lanes, output_pass)
 
 
 class _SequentialRun:
