@@ -69,8 +69,11 @@ def run_block_parallel(
     linears: dict[str, nn.Linear],
     new_stats: NewStats,
     prune: PruneLinear,
+    *,
+    need_outputs: bool = True,
 ) -> None:
-    """Statistics from the dense block, prune every linear, then outputs: replaces `inputs.hidden`."""
+    """Statistics from the dense block, prune every linear, then outputs: replaces `inputs.hidden` (left
+    stale when `need_outputs` is False: the last block's outputs feed nothing)."""
     names = {id(m): n for n, m in linears.items()}
     stats: dict[str, LinearStats] = {}
     order: list[str] = []
@@ -112,16 +115,23 @@ def run_block_parallel(
                 handle.remove()
         for name in order:
             prune(name, linears[name], stats[name])
-        run_in_lanes(len(inputs), lanes, output_pass)
+        if need_outputs:
+            run_in_lanes(len(inputs), lanes, output_pass)
 
 
 class _SequentialRun:
     """State shared by the batch threads of one block (see the module docstring)."""
 
     def __init__(
-        self, inputs: BlockInputs, linears: dict[str, nn.Linear], new_stats: NewStats, prune: PruneLinear
+        self,
+        inputs: BlockInputs,
+        linears: dict[str, nn.Linear],
+        new_stats: NewStats,
+        prune: PruneLinear,
+        need_outputs: bool,
     ) -> None:
         self.inputs = inputs
+        self.need_outputs = need_outputs
         self.linears = linears
         self.names = {id(m): n for n, m in linears.items()}
         self.new_stats = new_stats
@@ -147,6 +157,7 @@ class _SequentialRun:
             with self.state:
                 self.stats.setdefault(name, complete)
             self._prune_once(name, all_threads=False)
+            self._stop_if_done()
             return
         with self.state:
             stats = self.stats.setdefault(name, self.new_stats(module.in_features))
@@ -164,6 +175,12 @@ class _SequentialRun:
         finally:
             self.lanes.acquire()
         if self.error is not None:
+            raise _Aborted
+        self._stop_if_done()
+
+    def _stop_if_done(self) -> None:
+        """Without a use for the block's outputs, a batch stops once every linear layer is pruned."""
+        if not self.need_outputs and len(self.pruned) == len(self.linears):
             raise _Aborted
 
     def _ready_to_prune(self) -> str | None:
@@ -266,9 +283,12 @@ def run_block_sequential(
     linears: dict[str, nn.Linear],
     new_stats: NewStats,
     prune: PruneLinear,
+    *,
+    need_outputs: bool = True,
 ) -> None:
-    """One pass: each linear pruned from the outputs of the already pruned ones; replaces `inputs.hidden`."""
-    _SequentialRun(inputs, linears, new_stats, prune).run(block)
+    """One pass: each linear pruned from the outputs of the already pruned ones; replaces `inputs.hidden`
+    (left stale when `need_outputs` is False)."""
+    _SequentialRun(inputs, linears, new_stats, prune, need_outputs).run(block)
 
 
 RUNNERS = {"sequential": run_block_sequential, "parallel": run_block_parallel}

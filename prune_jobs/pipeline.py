@@ -260,7 +260,8 @@ class PruneSession:
                     for name, linear in linears.items():
                         prune_linear(name, linear, None)
                 elif linears:
-                    runner(block, inputs, linears, new_stats, prune_linear)
+                    last = index == len(blocks) - 1
+                    runner(block, inputs, linears, new_stats, prune_linear, need_outputs=not last)
                 else:  # nothing selected here, but the next block needs this one's outputs
                     with torch.no_grad():
                         for batch in range(len(inputs)):
