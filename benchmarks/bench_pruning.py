@@ -69,11 +69,13 @@ def run_variant(name: str, out: Path, within_layer: str) -> dict[str, object]:
         cmd += ["--sparsity", "0.5"]
     load_start = os.getloadavg()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log_path = out / f"{target.name}.log"
+    with open(log_path, "w") as log:  # progress of the job, one line per block
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - start
     load_end = os.getloadavg()
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{name} failed, see {log_path}:\n{log_path.read_text()[-3000:]}")
     report = json.loads((target / "prune_report.json").read_text())
     return {
         "name": name,

@@ -2,8 +2,8 @@
 
 the text is tokenized as one string; non-overlapping windows of `seqlen` tokens from the start, the first
 `windows` of them; loss = mean next-token NLL over every predicted position (seqlen − 1 per window);
-perplexity = exp(loss). Windows are batched, and logits are produced a chunk of positions at a time, so that
-memory stays bounded (a full [4, 1024, 49152] logits tensor would be 800 MB).
+perplexity = exp(loss). Windows run in lanes (one per core), and logits are produced a chunk of positions at
+a time, so that memory stays bounded (a full [1024, 49152] float logits tensor is 200 MB).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from prune_jobs.calibration import tokenize_as_one_string
 from prune_jobs.errors import PruneJobError
+from prune_jobs.lanes import run_in_lanes, single_threaded_lanes
 
 LOGIT_CHUNK = 1024  # positions whose logits exist at once
 # Config fields that make a model's logits differ from lm_head(final hidden state); such models go through
@@ -52,7 +53,6 @@ def perplexity(
     *,
     seqlen: int = 1024,
     windows: int = 40,
-    batch_windows: int = 4,
     progress: bool = True,
 ) -> Perplexity:
     tokens = tokenize_as_one_string(tokenizer, text_path.read_text(encoding="utf-8"))
@@ -61,28 +61,32 @@ def perplexity(
         raise PruneJobError(f"{text_path}: {tokens.numel()} tokens, fewer than one window of {seqlen}")
     count = min(windows, available)
     ids = tokens[: count * seqlen].reshape(count, seqlen)  # [windows, seqlen]
-    total_nll = window_nll(model, ids, batch_windows=batch_windows, progress=progress)
+    total_nll = window_nll(model, ids, progress=progress)
     predicted = count * (seqlen - 1)
     mean = total_nll / predicted
     return Perplexity(math.exp(mean), mean, predicted, count, seqlen, text_path.name)
 
 
-def window_nll(model: nn.Module, ids: torch.Tensor, *, batch_windows: int, progress: bool) -> float:
-    """Sum of next-token NLL over all windows. ids: [windows, seqlen]."""
+def window_nll(model: nn.Module, ids: torch.Tensor, *, progress: bool) -> float:
+    """Sum of next-token NLL over all windows. ids: [windows, seqlen]. Windows go through in lanes (one
+    window per thread at a time, see lanes.py); the sum is taken in window order, so it is deterministic."""
     from tqdm import tqdm
 
     config = model.config
     plain_head = not any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS)
-    batch = batch_windows if plain_head else 1
-    total = 0.0
+    totals = [0.0] * ids.shape[0]
     with (
-        torch.no_grad(),
+        single_threaded_lanes() as lanes,
         tqdm(total=ids.shape[0], desc="perplexity", unit="window", disable=None if progress else True) as bar,
     ):
-        for chunk in ids.split(batch):
-            total += _chunk_nll(model, chunk) if plain_head else _forward_nll(model, chunk)
-            bar.update(chunk.shape[0])
-    return total
+
+        def one_window(index: int) -> None:
+            window = ids[index : index + 1]
+            totals[index] = _chunk_nll(model, window) if plain_head else _forward_nll(model, window)
+            bar.update(1)
+
+        run_in_lanes(ids.shape[0], lanes, one_window)
+    return sum(totals)
 
 
 def _chunk_nll(model: nn.Module, ids: torch.Tensor) -> float:

@@ -141,7 +141,9 @@ def default_group_size(config: PruneConfig, in_features: dict[str, int]) -> int 
 class PruneSession:
     """A loaded model plus its calibration inputs, ready to be pruned (and restored, for sweeps)."""
 
-    def __init__(self, config: PruneConfig, timer: PhaseTimer, *, progress: bool = True) -> None:
+    def __init__(
+        self, config: PruneConfig, timer: PhaseTimer, *, progress: bool = True, keep_dense: bool = False
+    ) -> None:
         self.config = config
         self.timer = timer
         self.progress = progress
@@ -151,9 +153,12 @@ class PruneSession:
             self.source: ModelSource = resolve_model(config.model)
             self.model, self.tokenizer = load_causal_lm(self.source.path)
             self.linears = select_linears(self.model, config.include, config.exclude)
-            self._dense = {
-                name: m.weight.detach().clone() for block in self.linears for name, m in block.items()
-            }
+            # a copy of the dense weights (~4 bytes/parameter) only for sweeps, which prune repeatedly
+            self._dense = (
+                {name: m.weight.detach().clone() for block in self.linears for name, m in block.items()}
+                if keep_dense
+                else None
+            )
         self._check_shapes()
         self.calibration: CalibrationSet | None = None
         self._block0: BlockInputs | None = None
@@ -176,21 +181,26 @@ class PruneSession:
         if self.config.quant is not None:  # an impossible group size fails before calibration, not after
             default_group_size(self.config, self._input_widths())
         nm = self.config.nm_pattern
-        for name, weight in self._dense.items():
-            if nm is not None and weight.shape[1] % nm.m != 0:
+        for name, module in self._all_linears():
+            if nm is not None and module.in_features % nm.m != 0:
                 raise PruneJobError(
                     f"--pattern {nm} needs input widths divisible by {nm.m}; {name} has "
-                    f"{weight.shape[1]} (exclude it with --exclude)"
+                    f"{module.in_features} (exclude it with --exclude)"
                 )
 
     def _input_widths(self) -> dict[str, int]:
-        return {name: weight.shape[1] for name, weight in self._dense.items()}
+        return {name: module.in_features for name, module in self._all_linears()}
+
+    def _all_linears(self) -> Iterator[tuple[str, nn.Linear]]:
+        for block in self.linears:
+            yield from block.items()
 
     def restore_dense(self) -> None:
+        if self._dense is None:
+            raise RuntimeError("PruneSession(keep_dense=True) is needed to restore the dense weights")
         with torch.no_grad():
-            for block in self.linears:
-                for name, module in block.items():
-                    module.weight.copy_(self._dense[name])
+            for name, module in self._all_linears():
+                module.weight.copy_(self._dense[name])
 
     def prune(self, target: SparsityTarget | None = None) -> PruneOutcome:
         """Prune every selected linear, block by block (the model is modified in place)."""
@@ -202,7 +212,7 @@ class PruneSession:
         method = config.prune_method
 
         def prune_linear(name: str, linear: nn.Linear, stats: LinearStats | None) -> None:
-            dense = self._dense[name]
+            dense = linear.weight.detach().clone()
             if target.pattern is not None:
                 check_nm_shape(dense.shape[1], target.pattern)
             quantizer = make_quantizer(spec, dense) if make_quantizer is not None else None
@@ -242,7 +252,8 @@ class PruneSession:
                     for name, linear in linears.items():
                         prune_linear(name, linear, None)
                 elif linears:
-                    runner(block, inputs, linears, new_stats, prune_linear)
+                    last = index == len(blocks) - 1
+                    runner(block, inputs, linears, new_stats, prune_linear, need_outputs=not last)
                 else:  # nothing selected here, but the next block needs this one's outputs
                     with torch.no_grad():
                         for batch in range(len(inputs)):
@@ -251,8 +262,13 @@ class PruneSession:
                 worst = max((r.relative_output_error or 0.0 for r in recent), default=0.0)
                 bar.set_postfix(worst_error=f"{worst:.3f}")
                 if bar.disable and self.progress:  # no terminal (logs, CI): one line per block instead
-                    log.info("block %d/%d pruned (%.0f s so far, worst relative output error %.3f)",
-                             index + 1, len(blocks), time.perf_counter() - started, worst)
+                    log.info(
+                        "block %d/%d pruned (%.0f s so far, worst relative output error %.3f)",
+                        index + 1,
+                        len(blocks),
+                        time.perf_counter() - started,
+                        worst,
+                    )
         return outcome
 
     def _stats_factory(self) -> Callable[[int], LinearStats]:

@@ -10,32 +10,23 @@
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import torch
 
-# X^T X is symmetric: for wide inputs only the upper block-triangle is multiplied (≈ 1/3 less work at
-# 1536 inputs, measured); narrower inputs are faster as one GEMM.
-_GRAM_BLOCK = 512
 
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """x^T x for x [tokens, d] → [d, d].
 
-def accumulate_gram(gram: torch.Tensor, x: torch.Tensor) -> None:
-    """gram [d, d] += x^T x for x [tokens, d]; fills the upper block-triangle only (see `symmetrize`)."""
-    d = x.shape[1]
-    blocks = max(1, d // _GRAM_BLOCK)
-    if blocks == 1:
-        gram.addmm_(x.T, x)
-        return
-    step = -(-d // blocks)
-    for start in range(0, d, step):
-        gram[start : start + step, start:].addmm_(x.T[start : start + step], x[:, start:])
-
-
-def symmetrize(gram: torch.Tensor) -> torch.Tensor:
-    """Copy the upper triangle of an `accumulate_gram` result onto the lower one."""
-    return torch.triu(gram) + torch.triu(gram, diagonal=1).T
+    numpy's `dot(a.T, a)` runs BLAS syrk (half the multiplications of a general product; about 2x faster
+    than torch's gemm for this shape on the CPU, measured), and releases the GIL so batch threads overlap."""
+    a = x.detach().to(torch.float32).contiguous().numpy()
+    return torch.from_numpy(np.dot(a.T, a))
 
 
 class LinearStats:
-    """Statistics of the inputs of one linear layer, accumulated batch by batch."""
+    """Statistics of the inputs of one linear layer, accumulated batch by batch (thread-safe)."""
 
     def __init__(self, in_features: int, *, full_hessian: bool, error_stride: int = 16) -> None:
         self.in_features = in_features
@@ -46,16 +37,20 @@ class LinearStats:
         self._sq_sum = torch.zeros(in_features, dtype=torch.float64)  # Σ_t x_tj², float64: 10^5 terms
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float32)
         self._hessian: torch.Tensor | None = None
+        self._lock = threading.Lock()
 
     def add(self, x: torch.Tensor) -> None:
         """x: [..., in_features], any leading shape (batch, sequence)."""
         x = x.detach().reshape(-1, self.in_features).to(torch.float32)  # [tokens, in]
-        self.tokens += x.shape[0]
-        self._sq_sum += x.square().sum(dim=0, dtype=torch.float64)
         sample = x if self.error_stride == 1 else x[:: self.error_stride]
-        self._sampled_tokens += sample.shape[0]
-        accumulate_gram(self._gram, sample)
-        self._hessian = None
+        sq_sum = x.square().sum(dim=0, dtype=torch.float64)
+        partial = gram(sample)  # the expensive part, outside the lock
+        with self._lock:
+            self.tokens += x.shape[0]
+            self._sampled_tokens += sample.shape[0]
+            self._sq_sum += sq_sum
+            self._gram += partial
+            self._hessian = None
 
     def input_norms(self) -> torch.Tensor:
         """[in_features] ‖X_j‖₂ over all tokens seen."""
@@ -66,7 +61,7 @@ class LinearStats:
         if self._sampled_tokens == 0:
             raise RuntimeError("no calibration inputs reached this linear layer")
         if self._hessian is None:
-            self._hessian = symmetrize(self._gram) / self._sampled_tokens
+            self._hessian = self._gram / self._sampled_tokens
         return self._hessian
 
 

@@ -58,7 +58,7 @@ def essential_sparsity(dense: float, points: list[SweepPoint], tolerance: float)
 
 def run_sweep(config: SweepConfig, *, command: str, progress: bool = True) -> SweepResult:
     timer = PhaseTimer()
-    session = PruneSession(config.prune, timer, progress=progress)
+    session = PruneSession(config.prune, timer, progress=progress, keep_dense=True)
     ev = config.evaluation
     dense = session.dense_perplexity(ev.text, ev.seqlen, ev.windows).perplexity
     log.info("dense perplexity %.4f", dense)

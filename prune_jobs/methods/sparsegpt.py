@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from prune_jobs.masks import SparsityTarget, check_nm_shape
+from prune_jobs.masks import NMPattern, SparsityTarget, check_nm_shape
 from prune_jobs.quant_api import ColumnQuantizer
 from prune_jobs.stats import LinearStats
 
@@ -53,8 +53,9 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DEFAULT_DAMP) ->
     raise HessianNotPositiveDefinite(f"Hessian of size {cols} is not positive definite even with dampening")
 
 
-def block_size_for(target: SparsityTarget | None, quantizer: ColumnQuantizer | None,
-                   preferred: int = DEFAULT_BLOCK_SIZE) -> int:
+def block_size_for(
+    target: SparsityTarget | None, quantizer: ColumnQuantizer | None, preferred: int = DEFAULT_BLOCK_SIZE
+) -> int:
     """A block size near `preferred` that N:M groups and quantization groups never straddle."""
     m = target.pattern.m if target is not None and target.pattern is not None else 1
     group = quantizer.group_size if quantizer is not None and quantizer.group_size else 1
@@ -102,10 +103,8 @@ def obs_prune(
 
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
-        count = i2 - i1
-        W1 = W[:, i1:i2].clone()  # [rows, count] columns of this block, updated in place
-        Q1 = torch.zeros_like(W1)  # [rows, count] final values
-        Err1 = torch.zeros_like(W1)  # [rows, count] scaled errors, for the lazy update of later blocks
+        # [rows, count] columns of this block, updated in place; column-major so a column is contiguous
+        W1 = W[:, i1:i2].t().contiguous().t()
         Hinv1 = Hinv[i1:i2, i1:i2]  # [count, count]
         d1 = Hinv1.diagonal()  # [count]
 
@@ -116,28 +115,69 @@ def obs_prune(
         else:
             prune1 = torch.zeros_like(W1, dtype=torch.bool)  # N:M: filled lazily below; GPTQ: nothing
 
-        for i in range(count):
-            col = i1 + i
-            if nm is not None and i % nm.m == 0:
-                # Lazy N:M: choose this group's mask now, from weights already updated by earlier columns.
-                saliency = W1[:, i : i + nm.m].square() / d1[i : i + nm.m].square()  # [rows, m]
-                lowest = torch.topk(saliency, nm.m - nm.n, dim=1, largest=False).indices
-                prune1[:, i : i + nm.m].scatter_(1, lowest, True)
-            if group_size is not None and col % group_size == 0:
-                quantizer.start_group(W1[:, i : i + group_size])  # groups never straddle blocks
-            w = W1[:, i]  # [rows]
-            q = w.masked_fill(prune1[:, i], 0.0)
-            if quantizer is not None:
-                # Zero lies on every grid the schemes use; masking again guards the sparsity regardless.
-                q = quantizer.quantize(q).masked_fill(prune1[:, i], 0.0)
-            Q1[:, i] = q
-            err = (w - q) / d1[i]  # [rows]
-            W1[:, i:].sub_(torch.outer(err, Hinv1[i, i:]))  # OBS update of the rest of the block
-            Err1[:, i] = err
-
+        if quantizer is None:
+            Q1, Err1 = _prune_block(W1, Hinv1, prune1, nm)
+        else:
+            Q1, Err1 = _prune_and_quantize_block(W1, Hinv1, prune1, nm, quantizer, i1)
         W[:, i1:i2] = Q1
         W[:, i2:].sub_(Err1 @ Hinv[i1:i2, i2:])  # lazy update: [rows, count] @ [count, cols - i2]
     return W
+
+
+def _prune_block(
+    W1: torch.Tensor, Hinv1: torch.Tensor, prune1: torch.Tensor, nm: NMPattern | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OBS sweep over one block, pruning only. W1 [rows, count] (updated in place), Hinv1 [count, count],
+    prune1 bool [rows, count] (N:M groups filled here) → (final values Q1, scaled errors Err1).
+
+    Kept weights have error 0, so after its own update a column of W1 already holds its final values
+    (the pruned entries up to rounding, set to exactly 0 at the end): two tensor ops per column."""
+    d1 = Hinv1.diagonal()  # [count]
+    Err1 = torch.zeros_like(W1)  # [rows, count], column-major like W1
+    scale1 = prune1 / d1  # [rows, count]: 1/d where pruned, 0 where kept
+    for i in range(W1.shape[1]):
+        if nm is not None and i % nm.m == 0:
+            _choose_nm_group(W1, d1, prune1, i, nm)
+            scale1[:, i : i + nm.m] = prune1[:, i : i + nm.m] / d1[i : i + nm.m]
+        torch.mul(W1[:, i], scale1[:, i], out=Err1[:, i])  # err = (w - q) / d, q = w where kept, else 0
+        W1[:, i:].addr_(Err1[:, i], Hinv1[i, i:], alpha=-1.0)  # OBS update of the rest of the block
+    return W1.masked_fill_(prune1, 0.0), Err1
+
+
+def _prune_and_quantize_block(
+    W1: torch.Tensor,
+    Hinv1: torch.Tensor,
+    prune1: torch.Tensor,
+    nm: NMPattern | None,
+    quantizer: ColumnQuantizer,
+    first_column: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OBS sweep over one block with GPTQ rounding after masking; shapes as in `_prune_block`."""
+    d1 = Hinv1.diagonal()
+    Q1 = torch.zeros_like(W1)  # [rows, count] final values
+    Err1 = torch.zeros_like(W1)  # [rows, count] scaled errors
+    group_size = quantizer.group_size
+    for i in range(W1.shape[1]):
+        if nm is not None and i % nm.m == 0:
+            _choose_nm_group(W1, d1, prune1, i, nm)
+        if group_size is not None and (first_column + i) % group_size == 0:
+            quantizer.start_group(W1[:, i : i + group_size])  # groups never straddle blocks
+        w = W1[:, i]  # [rows]
+        # Zero lies on every grid the schemes use; masking again guards the sparsity regardless.
+        q = quantizer.quantize(w.masked_fill(prune1[:, i], 0.0)).masked_fill(prune1[:, i], 0.0)
+        Q1[:, i] = q
+        err = (w - q) / d1[i]  # [rows]
+        W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1.0)  # OBS update of the rest of the block
+        Err1[:, i] = err
+    return Q1, Err1
+
+
+def _choose_nm_group(W1: torch.Tensor, d1: torch.Tensor, prune1: torch.Tensor, i: int, nm: NMPattern) -> None:
+    """Lazy N:M: mark the M−N lowest w²/d² of columns i..i+M of every row, from weights already updated by
+    the columns before them."""
+    saliency = W1[:, i : i + nm.m].square() / d1[i : i + nm.m].square()  # [rows, m]
+    lowest = torch.topk(saliency, nm.m - nm.n, dim=1, largest=False).indices  # [rows, m - n]
+    prune1[:, i : i + nm.m].scatter_(1, lowest, True)
 
 
 def _lowest_saliency_in_block(W1: torch.Tensor, d1: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -151,8 +191,12 @@ def _lowest_saliency_in_block(W1: torch.Tensor, d1: torch.Tensor, sparsity: floa
     return prune.reshape(saliency.shape)
 
 
-def prune(weight: torch.Tensor, stats: LinearStats | None, target: SparsityTarget,
-          quantizer: ColumnQuantizer | None = None) -> torch.Tensor:
+def prune(
+    weight: torch.Tensor,
+    stats: LinearStats | None,
+    target: SparsityTarget,
+    quantizer: ColumnQuantizer | None = None,
+) -> torch.Tensor:
     """The registry entry: OBS chooses the mask from the layer's Hessian."""
     if stats is None or not stats.full_hessian:
         raise ValueError("sparsegpt needs the full Hessian of the layer inputs (calibration data)")

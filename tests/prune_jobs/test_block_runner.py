@@ -118,3 +118,34 @@ def test_sequential_schedule_reports_failures_instead_of_hanging(tiny):
     thread.join(timeout=60)
     assert not thread.is_alive(), "the sequential schedule hung"
     assert isinstance(outcome.get("error"), ValueError) and "o_proj" in str(outcome["error"])
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_the_last_block_can_skip_its_outputs(tiny, mode):
+    """Without a next block, batches stop after the last linear layer; the pruning is the same."""
+    model, ids = tiny
+    results = []
+    for need_outputs in (True, False):
+        copy_ = copy.deepcopy(model)
+        name, blocks = decoder_layers(copy_)
+        inputs = capture_block_inputs(copy_, blocks[0], ids, batch_size=2)
+        linears = layer_linears(blocks[0], f"{name}.0")
+
+        def prune(lin_name, linear, stats):
+            new = METHODS["wanda"].prune(linear.weight.detach(), stats, HALF, None)
+            with torch.no_grad():
+                linear.weight.copy_(new)
+
+        before = [h.clone() for h in inputs.hidden]
+        RUNNERS[mode](
+            blocks[0],
+            inputs,
+            linears,
+            lambda d: LinearStats(d, full_hessian=False),
+            prune,
+            need_outputs=need_outputs,
+        )
+        changed = any(not torch.equal(a, b) for a, b in zip(before, inputs.hidden, strict=True))
+        assert changed == need_outputs
+        results.append({n: m.weight.detach().clone() for n, m in linears.items()})
+    assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])

@@ -235,9 +235,12 @@ def test_24_checkpoint_loads_and_generates_in_vllm(tiny_24_dir, tmp_path):
             out = llm.generate(["The river"], SamplingParams(max_tokens=8, temperature=0.0))
             print("RESULT", json.dumps({{"tokens": len(out[0].outputs[0].token_ids)}}))
     """)
+    probe = tmp_path / "probe.py"  # a file, not -c: vLLM spawns its engine processes
+    probe.write_text(script)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    # ~40 s on a quiet machine; the generous limit is for a shared, busy one
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]

