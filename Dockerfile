@@ -49,6 +49,8 @@ COPY pyproject.toml README.md ./
 COPY prune_jobs ./prune_jobs
 COPY service ./service
 COPY loadtest ./loadtest
+COPY sparse24 ./sparse24
+COPY sparsefleet_vllm ./sparsefleet_vllm
 RUN pip install .
 
 # ---------------------------------------------------------------------------------------------------------------

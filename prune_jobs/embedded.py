@@ -9,6 +9,7 @@ and a prune job starting together) are serialised with a file lock and the direc
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,18 +62,51 @@ def embedded_model_dir(source: str, *, quiet: bool = False) -> Path:
     if spec is None:
         known = ", ".join(EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS)
         raise ModelSourceError(f"unknown embedded model {source!r}; known: {known}")
-    target = cache_root() / "models" / spec.name
+
+    def build(work: Path, staged: Path) -> None:
+        _convert_gguf(_locate_gguf(spec, work, quiet=quiet), spec.gguf_file, staged)
+
+    return _build_once(cache_root() / "models" / spec.name, build)
+
+
+def gguf_model_dir(gguf_path: Path, *, quiet: bool = False) -> Path:
+    """Convert a user's .gguf file once into a cached HF directory, keyed by the file's content hash."""
+    gguf_path = gguf_path.resolve()
+    digest = file_sha256(gguf_path)[:16]
+    target = cache_root() / "models" / f"gguf-{gguf_path.stem}-{digest}"
+
+    def build(work: Path, staged: Path) -> None:
+        if not quiet:
+            print(f"converting {gguf_path.name} to a Hugging Face directory (one time) ...", file=sys.stderr)
+        try:
+            _convert_gguf(gguf_path.parent, gguf_path.name, staged)
+        except Exception as exc:  # transformers raises many types for unsupported or corrupt GGUF files
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelSourceError(f"{gguf_path}: cannot convert this GGUF file: {first}") from exc
+
+    return _build_once(target, build)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_once(target: Path, build: Callable[[Path, Path], None]) -> Path:
+    """Create `target` with build(work_dir, staged_dir) once; concurrent callers wait on a file lock and the
+    directory appears atomically (a rename), so a crash never leaves a half-written cache entry."""
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{spec.name}.lock"):
+    with _file_lock(target.parent / f".{target.name}.lock"):
         if _is_complete(target):  # another process finished while we waited
             return target
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
-            work = Path(tmp)
-            gguf_dir = _locate_gguf(spec, work, quiet=quiet)
-            staged = work / "hf"
-            _convert_gguf(gguf_dir, spec.gguf_file, staged)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
+            staged = Path(tmp) / "hf"
+            build(Path(tmp), staged)
             if target.exists():
                 shutil.rmtree(target)
             staged.rename(target)
@@ -134,5 +168,5 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> None:
     config = AutoConfig.for_model(**config_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
