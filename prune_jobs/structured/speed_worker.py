@@ -11,6 +11,8 @@ falls on both sides:
   (max_tokens − 1) / (time − prefill time);
 - batch: all prompts at once, `max_tokens` each; output tokens/s.
 
+Before the rounds, one greedy continuation per engine is recorded with its log-probabilities (`samples`).
+
 An idle vLLM worker keeps polling for about a second after its last step, so each measurement waits
 `SETTLE_S` first, lest the other engine's polling share the CPU.
 """
@@ -67,6 +69,7 @@ def main() -> None:
 
     for llm in engines.values():  # warm-up: first calls allocate and build what later ones reuse
         timed(llm, list(PROMPTS[:2]), 8)
+    samples = {label: greedy_sample(llm, PROMPTS[0], args.max_tokens) for label, llm in engines.items()}
     rounds = []
     labels = list(engines)
     for index in range(args.rounds):
@@ -92,10 +95,28 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "batch_prompts": len(PROMPTS),
         "rounds": rounds,
+        "samples": samples,
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
     }
     args.out.write_text(json.dumps(result, indent=2))
+
+
+def greedy_sample(llm: object, prompt: str, max_tokens: int) -> dict[str, list]:
+    """Greedy continuation with the log-probability of every chosen token, so that a caller can check that
+    vLLM computes the same function as transformers on this checkpoint (teacher-forced on these ids)."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=1)
+    (output,) = llm.generate([prompt], params, use_tqdm=False)
+    completion = output.outputs[0]
+    return {
+        "prompt_token_ids": list(output.prompt_token_ids),
+        "token_ids": list(completion.token_ids),
+        "logprobs": [
+            step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids, strict=True)
+        ],
+    }
 
 
 if __name__ == "__main__":  # vLLM spawns engine processes that re-import the main module
