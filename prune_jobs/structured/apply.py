@@ -55,12 +55,12 @@ def check_fits(model: nn.Module, spec: StructuredSpec) -> None:
 def prune_structure(
     model: nn.Module, spec: StructuredSpec, inputs: BlockInputs | None, *, progress: bool = True
 ) -> StructuredOutcome:
-    """`inputs`: the calibration activations entering block 0 (consumed), or None for an explicit
-    --layers list without calibration data."""
+    """`inputs`: the calibration activations entering block 0 (consumed); unused (and may be None) for
+    an explicit --layers list, which needs no ranking."""
     check_fits(model, spec)
     prefix, blocks = decoder_layers(model)
     profiles = None
-    if inputs is not None:
+    if inputs is not None and not (spec.kind == "depth" and spec.layers is not None):  # an explicit list
         watch = watched_modules(spec) if spec.kind == "width" else ()
         profiles = profile_blocks(blocks, inputs, watch, progress=progress)
     influence = None if profiles is None else [round(p.influence, 6) for p in profiles]

@@ -13,6 +13,8 @@ Only one block's activations live in memory: each block's outputs replace its in
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from prune_jobs.block_inputs import BlockInputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,8 +40,10 @@ def profile_blocks(
     from tqdm import tqdm
 
     profiles = []
+    started = time.perf_counter()
+    bar = tqdm(blocks, desc="importance", unit="block", disable=None if progress else True)
     with torch.no_grad():
-        for block in tqdm(blocks, desc="importance", unit="block", disable=None if progress else True):
+        for block in bar:
             modules = dict(block.named_modules())
             energy = {name: torch.zeros(modules[name].in_features, dtype=torch.float64) for name in watch}
             handles = [modules[name].register_forward_pre_hook(_energy_hook(energy[name])) for name in watch]
@@ -53,6 +59,9 @@ def profile_blocks(
                 for handle in handles:
                     handle.remove()
             profiles.append(BlockProfile(influence=1.0 - cos_sum / max(tokens, 1), input_energy=energy))
+            if bar.disable and progress:  # no terminal (logs, CI): one line per block instead
+                elapsed = time.perf_counter() - started
+                log.info("importance: block %d/%d (%.0f s so far)", len(profiles), len(blocks), elapsed)
     return profiles
 
 
