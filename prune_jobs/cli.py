@@ -46,7 +46,9 @@ MethodOpt = Annotated[
         "--method",
         (
             "Pruning rule: magnitude (|w|, no data needed), wanda (|w|·‖x‖₂ per output row) or sparsegpt "
-            "(OBS weight updates from the layer Hessian)."
+            "(OBS weight updates from the layer Hessian); run also takes the structured methods depth "
+            "(remove whole decoder layers) and width (remove FFN channels / attention heads), which give a "
+            "smaller dense model (docs/structured.md)."
         ),
     ),
 ]
@@ -210,12 +212,90 @@ def run(
     no_serve_marker: NoMarkerOpt = False,
     within_layer: WithinLayerOpt = "sequential",
     batch_tokens: BatchTokensOpt = 4096,
+    remove_layers: Annotated[
+        float | None,
+        typer.Option(
+            "--remove-layers",
+            help=(
+                "depth: how many decoder layers to remove — a count (8) or a fraction of the layers (0.25) — "
+                "chosen by lowest block influence on the calibration data."
+            ),
+        ),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="depth: remove exactly these layers (0-based, comma-separated: 3,7)."),
+    ] = None,
+    width: Annotated[
+        float | None,
+        typer.Option(
+            "--width",
+            help="width: fraction of FFN intermediate channels to remove, in (0, 1), equal in every layer.",
+        ),
+    ] = None,
+    heads: Annotated[
+        float | None,
+        typer.Option(
+            "--heads",
+            help=(
+                "width: fraction of attention query heads to remove, in (0, 1); must fit the grouped-query "
+                "layout (see --heads-mode)."
+            ),
+        ),
+    ] = None,
+    heads_mode: Annotated[
+        str,
+        typer.Option(
+            "--heads-mode",
+            help=(
+                "queries: remove the same number of query heads from every KV group (KV heads stay); "
+                "groups: remove whole KV groups (a KV head with its query heads; shrinks the KV cache)."
+            ),
+        ),
+    ] = "queries",
+    heal: Annotated[
+        int,
+        typer.Option(
+            "--heal",
+            help=(
+                "Structured methods: recover by distillation from the dense model on the calibration "
+                "windows for STEPS steps (KL on logits, AdamW); 0 = off."
+            ),
+        ),
+    ] = 0,
+    heal_lr: Annotated[float, typer.Option("--heal-lr", help="Peak AdamW learning rate of --heal.")] = 2e-4,
+    heal_batch: Annotated[int, typer.Option("--heal-batch", help="Calibration windows per --heal step.")] = 1,
+    measure_speed: Annotated[
+        bool,
+        typer.Option(
+            "--measure-speed",
+            help=(
+                "Structured methods: measure vLLM-CPU decode tokens/s of the dense and the pruned checkpoint "
+                "in one run (minutes) and record the ratio in prune_report.json."
+            ),
+        ),
+    ] = False,
+    speed_rounds: Annotated[
+        int, typer.Option("--speed-rounds", help="--measure-speed: alternating rounds (median).")
+    ] = 3,
+    speed_tokens: Annotated[
+        int, typer.Option("--speed-tokens", help="--measure-speed: tokens generated per request.")
+    ] = 128,
 ) -> None:
     """Prune MODEL and write a checkpoint directory with prune_report.json."""
     from prune_jobs.config import RunConfig
-    from prune_jobs.pipeline import run_job
+    from prune_jobs.pipeline import run_job, run_structured_job
 
-    prune = _prune_section(locals(), sparsity=sparsity, quant=quant, quant_group_size=quant_group_size)
+    structured = _structured(
+        method,
+        {"remove_layers": remove_layers, "layers": layers, "width": width, "heads": heads},
+        heads_mode,
+        None if heal == 0 else {"steps": heal, "lr": heal_lr, "batch": heal_batch},
+    )
+
+    prune = _prune_section(
+        locals(), sparsity=sparsity, quant=quant, quant_group_size=quant_group_size, structured=structured
+    )
     config = RunConfig.model_validate(
         {
             "prune": prune,
@@ -223,13 +303,19 @@ def run(
             "evaluation": _evaluation(eval_text, eval_seqlen, eval_windows),
             "overwrite": overwrite,
             "serve_marker": not no_serve_marker,
+            "speed": {"rounds": speed_rounds, "max_tokens": speed_tokens} if measure_speed else None,
         }
     )
-    report = run_job(config, command=_command_line())
+    job = run_structured_job if structured is not None else run_job
+    report = job(config, command=_command_line())
     ppl = report.perplexity
     quality = f", perplexity {ppl.dense} -> {ppl.pruned}" if ppl is not None else ""
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in report.timings_s.items() if v)
-    typer.echo(f"{report.variant}: sparsity {report.sparsity:.4f}{quality} ({timings})", err=True)
+    size = f"sparsity {report.sparsity:.4f}"
+    if report.structured is not None:
+        size = f"parameters {report.structured.parameters_before} -> {report.structured.parameters_after}"
+    speed = f", vLLM-CPU decode x{report.speed.decode_speedup:.2f}" if report.speed is not None else ""
+    typer.echo(f"{report.variant}: {size}{quality}{speed} ({timings})", err=True)
     typer.echo(str(config.output))
 
 
@@ -288,7 +374,14 @@ def sweep(
 ) -> None:
     """Prune at several sparsities: perplexity curve (JSON + PNG) and the essential sparsity."""
     from prune_jobs.config import SweepConfig
+    from prune_jobs.structured.spec import STRUCTURED_METHODS
     from prune_jobs.sweep import PLOT_FILE, RESULT_FILE, run_sweep
+
+    if method in STRUCTURED_METHODS:
+        raise PruneJobError(
+            f"--method {method}: sweep varies unstructured sparsity; use `prune-jobs run --method {method}` "
+            "once per target"
+        )
 
     try:
         values = tuple(float(v) for v in sparsities.split(",") if v.strip())
@@ -375,6 +468,22 @@ def _evaluation(text: Path | None, seqlen: int, windows: int) -> dict[str, objec
     return None if text is None else {"text": text, "seqlen": seqlen, "windows": windows}
 
 
+def _structured(
+    method: str, targets: dict[str, object], heads_mode: str, heal: dict[str, object] | None
+) -> dict[str, object] | None:
+    """The structured spec of `run` (None for the per-weight methods, which must not get its options)."""
+    from prune_jobs.structured.spec import STRUCTURED_METHODS
+
+    if method in STRUCTURED_METHODS:
+        return {"kind": method, **targets, "heads_mode": heads_mode, "heal": heal}
+    given = [name for name, value in targets.items() if value is not None] + (["heal"] if heal else [])
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        raise PruneJobError(f"{option}: only with --method depth or width (structured pruning), not {method}")
+    return None
+
+
+
 def _command_line() -> str:
     return "prune-jobs " + shlex.join(_COMMAND)
 
@@ -407,6 +516,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own load/save bars
+    from prune_jobs.structured.speed import OMP_DEFAULT_MARKER
+
+    if "OMP_WAIT_POLICY" not in os.environ:
+        # Spinning OpenMP threads burn ~8x the CPU time of a training step on a machine with more runnable
+        # threads than cores (measured: docs/structured.md); passive waiting costs little on an idle one.
+        # Before torch is imported, which reads it once. The vLLM speed worker gets the default back.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ[OMP_DEFAULT_MARKER] = "1"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     try:
         code = app(args=args or ["--help"], prog_name="prune-jobs", standalone_mode=False)

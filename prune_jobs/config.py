@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from prune_jobs.masks import NMPattern, SparsityTarget, parse_pattern
 from prune_jobs.methods import METHODS, PruneMethod, get_method
 from prune_jobs.quant_api import QuantScheme, QuantSpec
+from prune_jobs.structured.spec import STRUCTURED_METHODS, SpeedConfig, StructuredSpec
 
 SELF_CALIBRATION = "self"
 DATASET_PREFIX = "dataset:"
@@ -94,11 +95,18 @@ class PruneConfig(BaseModel):
     exclude: str | None = None
     within_layer: WithinLayer = "sequential"
     batch_tokens: int = 4096  # calibration tokens pushed through a block per forward call
+    structured: StructuredSpec | None = None  # --method depth|width: what to remove
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        get_method(value)
+        if value in STRUCTURED_METHODS:
+            return value
+        try:
+            get_method(value)
+        except ValueError:
+            known = ", ".join([*METHODS, *STRUCTURED_METHODS])
+            raise ValueError(f"unknown method {value!r}; choose one of: {known}") from None
         return value
 
     @field_validator("pattern")
@@ -130,6 +138,32 @@ class PruneConfig(BaseModel):
         if value < 1:
             raise ValueError(f"must be positive, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _structured_fits(self) -> PruneConfig:
+        """depth/width remove whole parts; the options of the per-weight methods do not apply to them."""
+        if self.method not in STRUCTURED_METHODS:
+            if self.structured is not None:
+                raise ValueError(
+                    "method: --remove-layers/--layers/--width/--heads/--heal belong to "
+                    "--method depth or width"
+                )
+            return self
+        if self.structured is None or self.structured.kind != self.method:
+            raise ValueError(f"structured: --method {self.method} needs its target options")
+        for name, given in (
+            ("pattern", self.pattern != "unstructured"),
+            ("sparsity", self.sparsity is not None),
+            ("quant", self.quant is not None),
+            ("include", self.include is not None),
+            ("exclude", self.exclude is not None),
+        ):
+            if given:
+                raise ValueError(
+                    f"{name}: applies to magnitude/wanda/sparsegpt; --method {self.method} removes "
+                    "whole layers, channels or heads (see docs/structured.md)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneConfig:
@@ -166,6 +200,8 @@ class PruneConfig(BaseModel):
 
     @property
     def needs_calibration(self) -> bool:
+        if self.structured is not None:
+            return self.structured.needs_calibration
         return self.prune_method.needs_calibration or self.quant is not None
 
     @property
@@ -186,6 +222,7 @@ class RunConfig(BaseModel):
     evaluation: EvalConfig | None = None
     overwrite: bool = False
     serve_marker: bool = True
+    speed: SpeedConfig | None = None  # --measure-speed (structured methods)
 
     @field_validator("output")
     @classmethod
@@ -199,6 +236,11 @@ class RunConfig(BaseModel):
     def _no_clobber(self) -> RunConfig:
         if self.output.is_dir() and any(self.output.iterdir()) and not self.overwrite:
             raise ValueError(f"output: {self.output} exists and is not empty (use --overwrite to replace it)")
+        if self.speed is not None and self.prune.structured is None:
+            raise ValueError(
+                "measure_speed: --measure-speed compares smaller dense models; "
+                "it needs --method depth or width"
+            )
         return self
 
 
@@ -265,6 +307,11 @@ _OPTION_NAMES = {
     ("evaluation", "text"): "--eval-text",
     ("evaluation", "seqlen"): "--eval-seqlen",
     ("evaluation", "windows"): "--eval-windows",
+    ("heal", "steps"): "--heal",
+    ("heal", "lr"): "--heal-lr",
+    ("heal", "batch"): "--heal-batch",
+    ("speed", "rounds"): "--speed-rounds",
+    ("speed", "max_tokens"): "--speed-tokens",
 }
 
 

