@@ -112,10 +112,11 @@ def quality_table(reports: dict[str, dict]) -> str:
 
 
 def speed_table(out: Path, names: list[str], rounds: int) -> str:
+    from prune_jobs.embedded import embedded_model_dir
     from prune_jobs.structured.spec import SpeedConfig
     from prune_jobs.structured.speed import run_worker, summarize
 
-    dense = Path.home() / ".cache" / "sparsefleet" / "models" / "smollm2-135m"
+    dense = embedded_model_dir("embedded:smollm2-135m", quiet=True)
     models = {"dense": dense} | {name: out / name for name in names}
     result = run_worker(models, SpeedConfig(rounds=rounds, max_tokens=128))
     stats = {label: summarize([row[label] for row in result["rounds"]]) for label in models}
