@@ -11,6 +11,7 @@ can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,7 +80,9 @@ class CusparseltBackend:
 
     def variants(self, state: torch.Tensor, x: torch.Tensor) -> list[int]:
         padded = _pad_tokens(x)
-        return [int(torch._cslt_sparse_mm_search(state, padded.t(), transpose_result=True))]
+        with warnings.catch_warnings():  # torch 2.11 deprecates the name, not the search; one line per call
+            warnings.filterwarnings("ignore", message=r".*_cslt_sparse_mm_search is deprecated")
+            return [int(torch._cslt_sparse_mm_search(state, padded.t(), transpose_result=True))]
 
     def run(self, state: torch.Tensor, x: torch.Tensor, variant: int) -> torch.Tensor:
         m = x.shape[0]
@@ -109,10 +112,11 @@ class MmaSpBackend:
         m = x.shape[0]
         if m > kernel.MAX_TOKENS:
             return []
-        return [ntb for ntb in kernel.block_variants(m) if state.n_tiles % ntb == 0]
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        return kernel.variants(m, state.n_tiles, state.k_blocks, state.k, sms)
 
     def run(self, state: PackedMmaSp, x: torch.Tensor, variant: int) -> torch.Tensor:
-        return kernel.mma_sp_linear(x, state, block_tiles=variant)
+        return kernel.mma_sp_linear(x, state, variant)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ from sparse24.layout import PackedMmaSp
 
 THREADS = 256  # SP24_WARPS · 32 in the source
 MAX_TOKENS = 32
-BLOCK_TILES = (1, 2, 4)  # NTB: row tiles of 16 per block
+BLOCK_TILES = (1, 2, 4)  # k-slice kernel `sp24_mma_gemm`: NTB, row tiles of 16 per block (variant = NTB)
+ROWS_KERNEL = 1000  # row-group kernel `sp24_mma_rows`: variant = ROWS_KERNEL·PF + S (S = K slices, grid.y)
+ROWS_PREFETCH = (1, 2)  # PF: weight prefetch distance in k-blocks
+ROW_GROUP = 8  # row tiles per block of the row-group kernel (SP24_ROW_GROUP)
+MAX_ROW_GROUPS = 1 << 16  # completion counters kept per device (one per row group)
 
 
 class KernelUnavailable(RuntimeError):
@@ -41,9 +45,33 @@ def token_tiles(m: int) -> int:
 
 
 def block_variants(m: int) -> tuple[int, ...]:
-    """NTB values compiled for this M; MT·NTB <= 8 keeps the accumulators in registers without spilling."""
+    """NTB values of the k-slice kernel for this M; MT·NTB <= 8 keeps the accumulators in registers."""
     mt = token_tiles(m)
     return tuple(ntb for ntb in BLOCK_TILES if mt * ntb <= 8)
+
+
+def row_splits(n_tiles: int, k_blocks: int, sms: int = 132) -> tuple[int, ...]:
+    """K-slice counts S worth timing for the row-group kernel: about 2 blocks per SM, half and twice that."""
+    groups = -(-n_tiles // ROW_GROUP)
+    base = max(1, -(-2 * sms // groups))
+    return tuple(sorted({max(1, min(k_blocks, s)) for s in (base // 2, base, 2 * base)}))
+
+
+def rows_variant(splits: int, prefetch: int = 1) -> int:
+    """The variant number of the row-group kernel with K split `splits` ways and prefetch distance PF."""
+    if prefetch not in ROWS_PREFETCH or not 1 <= splits < ROWS_KERNEL:
+        raise ValueError(f"no row-group variant with {splits} slices and prefetch {prefetch}")
+    return ROWS_KERNEL * prefetch + splits
+
+
+def variants(m: int, n_tiles: int, k_blocks: int, k: int, sms: int = 132) -> list[int]:
+    """Every launch variant for M tokens: k-slice NTB values, then the row-group kernel's (S, PF) pairs
+    (K % 8 == 0 only)."""
+    found = [ntb for ntb in block_variants(m) if n_tiles % ntb == 0]
+    if k % 8 == 0 and -(-n_tiles // ROW_GROUP) <= MAX_ROW_GROUPS:
+        splits = row_splits(n_tiles, k_blocks, sms)
+        found += [rows_variant(s, pf) for pf in ROWS_PREFETCH for s in splits]
+    return found
 
 
 def check_available(device: torch.device | None = None) -> None:
@@ -56,34 +84,86 @@ def check_available(device: torch.device | None = None) -> None:
     precompile(torch.bfloat16, 1, 1, device)
 
 
-def precompile(dtype: torch.dtype, m: int, block_tiles: int, device: torch.device | None = None) -> None:
+def precompile(dtype: torch.dtype, m: int, variant: int, device: torch.device | None = None) -> None:
     """Compile and load the variant serving m tokens now: module loading is not allowed while a CUDA graph
     is being captured, and a table read from the disk cache has not run any kernel yet."""
     try:
-        _compiled(dtype == torch.bfloat16, token_tiles(m), block_tiles, _arch(device))
+        _compiled(dtype == torch.bfloat16, token_tiles(m), _family(variant), _arch(device))
+        if variant >= ROWS_KERNEL:
+            index = device.index if device is not None and device.index is not None else None
+            _counters(torch.device("cuda", torch.cuda.current_device() if index is None else index))
     except (ImportError, AttributeError, OSError) as exc:  # private torch.cuda._utils API moved or missing
         raise KernelUnavailable(f"cannot load CUDA modules through torch ({exc})") from exc
 
 
-def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, block_tiles: int = 1) -> torch.Tensor:
-    """y = x @ W.T for x [M, K] with M <= 32, W the packed 2:4 weight; returns [M, N] in x.dtype."""
+def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, variant: int = 1) -> torch.Tensor:
+    """y = x @ W.T for x [M, K] with M <= 32, W the packed 2:4 weight; returns [M, N] in x.dtype.
+
+    `variant` < ROWS_KERNEL: the k-slice kernel with that many row tiles per block; `rows_variant(S, PF)`:
+    the row-group kernel with K split S ways and weights prefetched PF k-blocks ahead."""
     if x.dim() != 2 or x.shape[1] != packed.k:
         raise ValueError(f"x must be [M, {packed.k}], got {tuple(x.shape)}")
     if x.dtype != packed.dtype:
         raise ValueError(f"x is {x.dtype}, the weight {packed.dtype}")
     m = x.shape[0]
     mt = token_tiles(m)
-    if block_tiles not in block_variants(m) or packed.n_tiles % block_tiles:
-        raise ValueError(f"block_tiles={block_tiles} is not a compiled variant for M={m}")
     x = x.contiguous()
     y = torch.empty(m, packed.n, dtype=x.dtype, device=x.device)
-    kernel = _compiled(x.dtype == torch.bfloat16, mt, block_tiles, _arch(x.device))
+    kernel = _compiled(x.dtype == torch.bfloat16, mt, _family(variant), _arch(x.device))
+    if variant < ROWS_KERNEL:
+        if variant not in block_variants(m) or packed.n_tiles % variant:
+            raise ValueError(f"block_tiles={variant} is not a compiled variant for M={m}")
+        kernel(
+            grid=(packed.n_tiles // variant, 1, 1),
+            block=(THREADS, 1, 1),
+            args=[packed.values, packed.meta, x, y, m, packed.n, packed.k, packed.k_blocks],
+        )
+        return y
+    splits = variant % ROWS_KERNEL
+    groups = -(-packed.n_tiles // ROW_GROUP)
+    if not 1 <= splits <= packed.k_blocks or packed.k % 8 or groups > MAX_ROW_GROUPS:
+        raise ValueError(f"row-group variant {variant} does not fit {packed.n}x{packed.k}")
+    if x.data_ptr() % 16:  # cp.async copies 16-byte chunks of each row
+        x = x.clone()
+    counters = _counters(x.device)
+    ws = y  # unused when K is not split
+    if splits > 1:
+        ws = torch.empty(splits, m, packed.n_tiles * 16, dtype=torch.float32, device=x.device)
     kernel(
-        grid=(packed.n_tiles // block_tiles, 1, 1),
+        grid=(groups, splits, 1),
         block=(THREADS, 1, 1),
-        args=[packed.values, packed.meta, x, y, m, packed.n, packed.k, packed.k_blocks],
+        args=[
+            packed.values,
+            packed.meta,
+            x,
+            y,
+            ws,
+            counters,
+            m,
+            packed.n,
+            packed.k,
+            packed.k_blocks,
+            packed.n_tiles,
+            splits,
+        ],
     )
     return y
+
+
+def _family(variant: int) -> int:
+    """The compiled kernel a variant runs: NTB of the k-slice kernel, or ROWS_KERNEL·PF."""
+    if variant < ROWS_KERNEL:
+        return variant
+    if variant // ROWS_KERNEL not in ROWS_PREFETCH:
+        raise ValueError(f"unknown mma.sp variant {variant}")
+    return variant // ROWS_KERNEL * ROWS_KERNEL
+
+
+@functools.cache
+def _counters(device: torch.device) -> torch.Tensor:
+    """Per-device completion counters of the row-group kernel: zero between launches (the last block of a
+    group resets its own), so one zero-filled buffer serves every layer launched on a stream."""
+    return torch.zeros(MAX_ROW_GROUPS, dtype=torch.int32, device=device)
 
 
 def _arch(device: torch.device | None) -> str:
@@ -92,8 +172,12 @@ def _arch(device: torch.device | None) -> str:
 
 
 @functools.cache
-def _compiled(bf16: bool, mt: int, ntb: int, arch: str):  # -> torch.cuda._utils._CudaKernel
-    name = f"sp24_mma_gemm<{'true' if bf16 else 'false'}, {mt}, {ntb}>"
+def _compiled(bf16: bool, mt: int, family: int, arch: str):  # -> torch.cuda._utils._CudaKernel
+    flag = "true" if bf16 else "false"
+    if family >= ROWS_KERNEL:
+        name = f"sp24_mma_rows<{flag}, {mt}, {family // ROWS_KERNEL}>"
+    else:
+        name = f"sp24_mma_gemm<{flag}, {mt}, {family}>"
     cubin, lowered = _nvrtc_compile(kernel_source(), name, arch)
     from torch.cuda._utils import _cuda_load_module
 

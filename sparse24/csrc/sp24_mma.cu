@@ -20,6 +20,7 @@ typedef unsigned long long u64;
 
 struct __align__(16) U32x4 { u32 x, y, z, w; };
 struct __align__(8) U32x2 { u32 x, y; };
+struct __align__(16) F32x4 { float x, y, z, w; };
 
 #define SP24_WARPS 8
 
@@ -73,6 +74,19 @@ __device__ __forceinline__ u16 to_half_bits(float v) {
   return h;
 }
 
+// The weight fragments of one k-block (4 tiles) for NTB row tiles: 4 16-byte loads + 1 8-byte load each.
+template <int NTB>
+__device__ __forceinline__ void load_kblock(U32x4 (&a)[NTB][4], U32x2 (&e)[NTB], const U32x4* vals,
+                                            const U32x2* meta, u64 vstride, u64 mstride, int kb) {
+#pragma unroll
+  for (int j = 0; j < NTB; ++j) {
+    const U32x4* tile = vals + j * vstride + (u64)kb * 128;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) a[j][kk] = load_stream16(tile + kk * 32);
+    e[j] = load_stream8(meta + j * mstride + (u64)kb * 32);
+  }
+}
+
 // vals: [NT][KT][32] 16-byte A fragments; meta: [NT][KB][32] 8-byte metadata pairs (KT = 4·KB);
 // x: [M][K] row-major, 4-byte aligned; y: [M][N]. M <= 8·MT, K % 4 == 0, NT % NTB == 0.
 template <bool BF16, int MT, int NTB>
@@ -85,8 +99,12 @@ __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_gemm(
   const int t = lane & 3;
   const int KT = KB * 4;
   const int nt0 = blockIdx.x * NTB;
+  const u64 vstride = (u64)KT * 32;  // 16-byte fragments per row tile
+  const u64 mstride = (u64)KB * 32;  // 8-byte metadata pairs per row tile
+  const U32x4* vbase = vals + (u64)nt0 * vstride + lane;
+  const U32x2* mbase = meta + (u64)nt0 * mstride + lane;
 
-  // Each lane feeds the B fragment of token 8·mt + g; lanes past M load zeros.
+  // Each lane feeds the B fragment of token 8·mt + g; lanes past M read row 0 and use zeros.
   const u32* xrow[MT];
   bool row_ok[MT];
 #pragma unroll
@@ -104,40 +122,52 @@ __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_gemm(
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[j][mt][i] = 0.f;
 
-#pragma unroll 2
-  for (int kb = warp; kb < KB; kb += SP24_WARPS) {
-    // Issue every weight load of this k-block before the first mma: 16·4·NTB + 8·NTB bytes per lane.
+  if (warp < KB) {
+    // Software pipeline, one k-block deep: the weight loads of the next k-block are issued before the
+    // mma.sp of this one, so every warp keeps two k-blocks (2·NTB·2.25 KB) in flight. The prefetch index
+    // is clamped instead of branched on (the last one re-reads a block, an L2 hit) so that the loop body
+    // is one basic block and ptxas cannot sink the loads next to their use.
     U32x4 a[NTB][4];
     U32x2 e[NTB];
+    load_kblock<NTB>(a, e, vbase, mbase, vstride, mstride, warp);
+    for (int kb = warp; kb < KB; kb += SP24_WARPS) {
+      U32x4 an[NTB][4];
+      U32x2 en[NTB];
+      const int kn = min(kb + SP24_WARPS, KB - 1);
+      load_kblock<NTB>(an, en, vbase, mbase, vstride, mstride, kn);
+      // B fragments of the whole k-block (m16n8k32: reg r holds inputs k0 + 2t + 8r and the next one),
+      // loaded unconditionally from a valid address and zeroed past M or K: no branches.
+      u32 b[4][MT][4];
 #pragma unroll
-    for (int j = 0; j < NTB; ++j) {
-      const U32x4* tile = vals + ((u64)(nt0 + j) * KT + (u64)kb * 4) * 32 + lane;
+      for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) a[j][kk] = load_stream16(tile + kk * 32);
-      e[j] = load_stream8(meta + ((u64)(nt0 + j) * KB + kb) * 32 + lane);
-    }
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const int k0 = (kb * 4 + kk) * 32;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        // B fragment of m16n8k32: reg r holds inputs k0 + 2t + 8r and the next one.
-        u32 b[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int k = k0 + 2 * t + 8 * r;
-          b[r] = (row_ok[mt] && k < K) ? load_cached4(xrow[mt] + (k >> 1)) : 0u;
-        }
-#pragma unroll
-        for (int j = 0; j < NTB; ++j) {
-          // Tiles alternate selectors so that all 32 lanes' metadata bytes are useful (layout.py).
-          const u32 ew = (kk < 2) ? e[j].x : e[j].y;
-          if (kk & 1) {
-            mma_sp<BF16, 1>(acc[j][mt], a[j][kk], b, ew);
-          } else {
-            mma_sp<BF16, 0>(acc[j][mt], a[j][kk], b, ew);
+          for (int r = 0; r < 4; ++r) {
+            const int k = (kb * 4 + kk) * 32 + 2 * t + 8 * r;
+            const bool ok = row_ok[mt] && k < K;
+            const u32 v = load_cached4(xrow[mt] + ((ok ? k : 0) >> 1));
+            b[kk][mt][r] = ok ? v : 0u;
           }
-        }
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int j = 0; j < NTB; ++j) {
+            // Tiles alternate selectors so that all 32 lanes' metadata bytes are useful (layout.py).
+            const u32 ew = (kk < 2) ? e[j].x : e[j].y;
+            if (kk & 1) {
+              mma_sp<BF16, 1>(acc[j][mt], a[j][kk], b[kk][mt], ew);
+            } else {
+              mma_sp<BF16, 0>(acc[j][mt], a[j][kk], b[kk][mt], ew);
+            }
+          }
+#pragma unroll
+      for (int j = 0; j < NTB; ++j) {
+        e[j] = en[j];
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) a[j][kk] = an[j][kk];
       }
     }
   }
@@ -167,6 +197,194 @@ __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_gemm(
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Row-group kernel (M = 9..32 above all): the k-slice kernel above has every block read all of x, so for
+// 16-32 tokens the activation traffic from L2 (blocks × K × M × 2 bytes) outgrows the weight itself. Here
+// the 8 warps of a block take 8 consecutive row tiles and walk the SAME k-blocks, so each k-block of x is
+// copied once per block into shared memory (cp.async, 16-byte chunks, double-buffered) and every warp
+// reads its B fragments from there with ldmatrix (one instruction per tile and token tile). K is split
+// across blockIdx.y (S slices); with S > 1 each slice writes fp32 partials to `ws` and the last block of a
+// row group to finish (a self-resetting counter) sums them in a fixed order and writes y. One launch, no
+// host synchronisation, no memset. PF: weight prefetch distance in k-blocks (1 or 2). Needs K % 8 == 0
+// and x 16-byte aligned (kernel.py checks).
+
+#define SP24_ROW_GROUP 8   // row tiles per block, one per warp
+#define SP24_XROW 272      // bytes per staged token row: 128 inputs + 16 bytes padding (conflict-free ldmatrix)
+
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4(u32 (&r)[4], u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+__device__ __forceinline__ F32x4 load_l2_v4(const float* p) {  // partials: from L2, never a stale L1 line
+  F32x4 v;
+  asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Copy k-block kb of x (8·MT token rows × 128 inputs) into a staging buffer; rows past M and inputs past K
+// are zero-filled by cp.async itself (source size 0).
+template <int MT>
+__device__ __forceinline__ void stage_x(unsigned char* buf, const u16* x, int M, int K, int kb) {
+  for (int q = threadIdx.x; q < MT * 128; q += SP24_WARPS * 32) {
+    const int row = q >> 4, c = q & 15;
+    const int k = kb * 128 + c * 8;
+    const bool ok = row < M && k < K;
+    cp_async16(smem_u32(buf + row * SP24_XROW + c * 16), x + (ok ? (u64)row * K + k : 0), ok);
+  }
+}
+
+// vals/meta as above; y: [M][N]; ws: [S][M][16·NT] fp32 partials (S > 1); counters: >= gridDim.x zeros.
+template <bool BF16, int MT, int PF>
+__global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_rows(
+    const U32x4* __restrict__ vals, const U32x2* __restrict__ meta, const u16* __restrict__ x,
+    u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ counters, int M, int N, int K, int KB,
+    int NT, int S) {
+  __shared__ __align__(16) unsigned char xs[2][MT * 8 * SP24_XROW];
+  __shared__ int is_last;
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int nt = blockIdx.x * SP24_ROW_GROUP + warp;
+  const bool active = nt < NT;  // the last group may have idle warps: they load tile 0, store nothing
+  const int s = blockIdx.y;
+  const int kb0 = (int)((long long)KB * s / S);
+  const int kb1 = (int)((long long)KB * (s + 1) / S);
+  const u64 vstride = (u64)KB * 128;
+  const u64 mstride = (u64)KB * 32;
+  const U32x4* vbase = vals + (u64)(active ? nt : 0) * vstride + lane;
+  const U32x2* mbase = meta + (u64)(active ? nt : 0) * mstride + lane;
+  // ldmatrix.x4: lane l gives the address of row l&7 of matrix l>>3 (inputs 8·(l>>3).. of the tile).
+  const int lrow = lane & 7;
+  const int lcol = (lane >> 3) * 16;  // bytes
+
+  float acc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+
+  if (kb0 < kb1) {
+    stage_x<MT>(xs[0], x, M, K, kb0);
+    cp_async_commit();
+    // Weights PF k-blocks ahead: w[0] = kb, ..., w[PF-1] = kb + PF - 1 already requested, w[PF] requested
+    // in the iteration. ptxas places a prefetch as late as the end of its iteration, so PF = 2 keeps a
+    // k-block of weights in flight behind each barrier and x copy, for 18 more registers (fewer blocks per
+    // SM): which one wins depends on the shape, so both are measured (kernel.py).
+    U32x4 a[PF + 1][1][4];
+    U32x2 e[PF + 1][1];
+#pragma unroll
+    for (int p = 0; p < PF; ++p)
+      load_kblock<1>(a[p], e[p], vbase, mbase, vstride, mstride, min(kb0 + p, kb1 - 1));
+    for (int kb = kb0; kb < kb1; ++kb) {
+      const int buf = (kb - kb0) & 1;
+      cp_async_wait_all();
+      __syncthreads();  // x(kb) visible to all warps; everyone is done reading the other buffer
+      if (kb + 1 < kb1) stage_x<MT>(xs[buf ^ 1], x, M, K, kb + 1);
+      cp_async_commit();
+      load_kblock<1>(a[PF], e[PF], vbase, mbase, vstride, mstride, min(kb + PF, kb1 - 1));
+      u32 b[4][MT][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          ldmatrix_x4(b[kk][mt], smem_u32(xs[buf] + (mt * 8 + lrow) * SP24_XROW + kk * 64 + lcol));
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const u32 ew = (kk < 2) ? e[0][0].x : e[0][0].y;
+          if (kk & 1) {
+            mma_sp<BF16, 1>(acc[mt], a[0][0][kk], b[kk][mt], ew);
+          } else {
+            mma_sp<BF16, 0>(acc[mt], a[0][0][kk], b[kk][mt], ew);
+          }
+        }
+#pragma unroll
+      for (int p = 0; p < PF; ++p) {
+        e[p][0] = e[p + 1][0];
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) a[p][0][kk] = a[p + 1][0][kk];
+      }
+    }
+  }
+
+  // Accumulator reg i of lane (g, t): output feature 16·nt + g + 8·(i>>1), token 8·mt + 2t + (i&1).
+  if (S == 1) {
+    if (active) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int m = mt * 8 + 2 * t + (i & 1);
+          const int n = nt * 16 + g + 8 * (i >> 1);
+          if (m < M && n < N) y[(u64)m * N + n] = to_half_bits<BF16>(acc[mt][i]);
+        }
+    }
+    return;
+  }
+  const u64 np = (u64)NT * 16;
+  if (active) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int m = mt * 8 + 2 * t + (i & 1);
+        const int n = nt * 16 + g + 8 * (i >> 1);
+        if (m < M) ws[((u64)s * M + m) * np + n] = acc[mt][i];
+      }
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.x], 1) == S - 1;
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  // Sum the S partials of the group's 128 features × M tokens: 4 features per 16-byte load, 4 slices'
+  // loads in flight per thread, always added in slice order (deterministic).
+  const int quads = SP24_ROW_GROUP * 4;
+  for (int o = threadIdx.x; o < quads * M; o += SP24_WARPS * 32) {
+    const int m = o / quads;
+    const int n = blockIdx.x * quads * 4 + (o % quads) * 4;
+    if (n >= N) continue;
+    F32x4 sum = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+    for (int j = 0; j < S; ++j) {
+      const F32x4 v = load_l2_v4(ws + ((u64)j * M + m) * np + n);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    u16* out = y + (u64)m * N + n;
+    out[0] = to_half_bits<BF16>(sum.x);
+    if (n + 1 < N) out[1] = to_half_bits<BF16>(sum.y);
+    if (n + 2 < N) out[2] = to_half_bits<BF16>(sum.z);
+    if (n + 3 < N) out[3] = to_half_bits<BF16>(sum.w);
+  }
+  if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next launch
+}
+
 #ifdef SP24_INSTANTIATE
 // nvcc needs explicit instances to emit code; NVRTC instantiates by name expression instead.
 #define SP24_INST(BF, MT, NTB)                                                                    \
@@ -178,4 +396,12 @@ SP24_INST(true, 4, 1) SP24_INST(true, 4, 2)
 SP24_INST(false, 1, 1) SP24_INST(false, 1, 2) SP24_INST(false, 1, 4)
 SP24_INST(false, 2, 1) SP24_INST(false, 2, 2) SP24_INST(false, 2, 4)
 SP24_INST(false, 4, 1) SP24_INST(false, 4, 2)
+
+#define SP24_INST_ROWS(BF, MT, PF)                                                                         \
+  template __global__ void sp24_mma_rows<BF, MT, PF>(const U32x4*, const U32x2*, const u16*, u16*, float*, \
+                                                     int*, int, int, int, int, int, int);
+SP24_INST_ROWS(true, 1, 1) SP24_INST_ROWS(true, 2, 1) SP24_INST_ROWS(true, 4, 1)
+SP24_INST_ROWS(true, 1, 2) SP24_INST_ROWS(true, 2, 2) SP24_INST_ROWS(true, 4, 2)
+SP24_INST_ROWS(false, 1, 1) SP24_INST_ROWS(false, 2, 1) SP24_INST_ROWS(false, 4, 1)
+SP24_INST_ROWS(false, 1, 2) SP24_INST_ROWS(false, 2, 2) SP24_INST_ROWS(false, 4, 2)
 #endif

@@ -12,7 +12,14 @@ from importlib import resources
 
 import pytest
 
-from sparse24.kernel import BLOCK_TILES, block_variants, kernel_source, kernel_version, token_tiles
+from sparse24.kernel import (
+    BLOCK_TILES,
+    ROWS_PREFETCH,
+    block_variants,
+    kernel_source,
+    kernel_version,
+    token_tiles,
+)
 
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
@@ -31,7 +38,7 @@ def test_kernel_builds_for_ampere_and_hopper(tmp_path, arch):
     proc = nvcc(tmp_path, f"-arch={arch}", "-cubin", "-o", "k.cubin", "-Xptxas", "-v")
     assert (tmp_path / "k.cubin").stat().st_size > 0
     entries = re.findall(r"Compiling entry function '(\w+)'", proc.stderr)
-    assert len(entries) == 16  # {bf16, f16} × the 8 (MT, NTB) variants
+    assert len(entries) == 28  # {bf16, f16} × (8 (MT, NTB) k-slice variants + 3 MT × 2 PF row-group ones)
     # no local-memory stack frames beyond a few bytes: the fragments stay in registers
     frames = [int(b) for b in re.findall(r"(\d+) bytes stack frame", proc.stderr)]
     assert frames and max(frames) <= 16, proc.stderr
@@ -45,6 +52,8 @@ def test_ptx_uses_sparse_mma_and_streaming_loads(tmp_path):
     assert "ld.global.nc.L1::no_allocate.v4.u32" in ptx  # one 16-byte load per lane per tile
     assert "ld.global.nc.L1::no_allocate.v2.u32" in ptx  # one 8-byte metadata load per 4 tiles
     assert re.search(r"mma\.sp[^\n]*, 1;", ptx) and re.search(r"mma\.sp[^\n]*, 0;", ptx)  # both selectors
+    # row-group kernel: x staged by 16-byte async copies (zero-filled past M/K), B fragments by ldmatrix
+    assert "cp.async.cg.shared.global" in ptx and "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx
 
 
 def test_instantiated_variants_match_the_launcher():
@@ -52,4 +61,6 @@ def test_instantiated_variants_match_the_launcher():
     instances = set(re.findall(r"SP24_INST\(true, (\d), (\d)\)", text))
     expected = {(str(token_tiles(m)), str(ntb)) for m in (1, 16, 32) for ntb in block_variants(m)}
     assert instances == expected and set(BLOCK_TILES) == {1, 2, 4}
+    rows = set(re.findall(r"SP24_INST_ROWS\(true, (\d), (\d)\)", text))
+    assert rows == {(str(token_tiles(m)), str(pf)) for m in (1, 16, 32) for pf in ROWS_PREFETCH}
     assert len(kernel_version()) == 12

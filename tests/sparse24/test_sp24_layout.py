@@ -8,7 +8,7 @@ layout of `mma.sp.m16n8k32` for 16-bit types independently of the packer.
 import pytest
 import torch
 
-from sparse24.emulate import emulate_kernel, mma_sp_m16n8k32
+from sparse24.emulate import emulate_kernel, emulate_rows_kernel, mma_sp_m16n8k32
 from sparse24.layout import PAD_K, PAD_N, pack_mma_sp, unpack_mma_sp
 from sparse24.pattern import prune_24
 
@@ -105,3 +105,32 @@ def test_pack_refuses_what_the_kernel_cannot_take():
         pack_mma_sp(torch.ones(16, 32, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="float16 or bfloat16"):
         pack_mma_sp(prune_24(torch.randn(16, 32)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "n,k,m,splits",
+    [
+        (64, 128, 1, 1),  # one row group of 4 tiles: warps 4-7 idle
+        (48, 200, 5, 2),  # K = 200: the last chunk of the second k-block is zero-filled
+        (200, 384, 9, 3),  # 2 row groups, token tiles 2
+        (17, 512, 32, 4),  # token tiles 4, one k-block per slice
+        (300, 1000, 17, 5),  # uneven slices (8 k-blocks over 5)
+        (128, 256, 16, 1),
+    ],
+)
+def test_row_kernel_model_matches_dense_reference(n, k, m, splits, dtype):
+    w = weight_24(n, k, dtype, seed=n + k)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(dtype)
+    y = emulate_rows_kernel(pack_mma_sp(w), x, splits, exact=True)
+    assert y.shape == (m, n)
+    torch.testing.assert_close(y, x.double() @ w.double().T, rtol=1e-12, atol=1e-12)
+
+
+def test_row_kernel_model_refuses_what_the_kernel_cannot_take():
+    packed = pack_mma_sp(weight_24(64, 260, torch.bfloat16))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        emulate_rows_kernel(packed, torch.randn(2, 260).to(torch.bfloat16), 1)
+    packed = pack_mma_sp(weight_24(64, 256, torch.bfloat16))
+    with pytest.raises(ValueError, match="splits"):
+        emulate_rows_kernel(packed, torch.randn(2, 256).to(torch.bfloat16), 3)  # 2 k-blocks
