@@ -18,9 +18,12 @@ from sparse24.layout import PackedMmaSp
 THREADS = 256  # SP24_WARPS · 32 in the source
 MAX_TOKENS = 32
 BLOCK_TILES = (1, 2, 4)  # k-slice kernel `sp24_mma_gemm`: NTB, row tiles of 16 per block (variant = NTB)
-ROWS_KERNEL = 1000  # row-group kernel `sp24_mma_rows`: variant = ROWS_KERNEL·PF + S (S = K slices, grid.y)
+ROWS_KERNEL = 1000  # row-group kernel `sp24_mma_rows`: variant = 10·ROWS_KERNEL·C + ROWS_KERNEL·PF + S
 ROWS_PREFETCH = (1, 2)  # PF: weight prefetch distance in k-blocks
-ROW_GROUP = 8  # row tiles per block of the row-group kernel (SP24_ROW_GROUP)
+# C: warp layout of the row-group kernel, (RW row lanes, KW k lanes, NTW row tiles per warp); a block
+# covers RW·NTW row tiles and splits its K slice KW ways inside the block. C = 0 is the original layout.
+ROW_CONFIGS = {0: (8, 1, 1), 1: (4, 2, 1), 2: (4, 2, 2), 3: (8, 1, 2), 4: (2, 4, 2)}
+ROW_GROUP = 8  # row tiles per block of the row-group kernel with C = 0
 MAX_ROW_GROUPS = 1 << 16  # completion counters kept per device (one per row group)
 
 
@@ -50,27 +53,52 @@ def block_variants(m: int) -> tuple[int, ...]:
     return tuple(ntb for ntb in BLOCK_TILES if mt * ntb <= 8)
 
 
-def row_splits(n_tiles: int, k_blocks: int, sms: int = 132) -> tuple[int, ...]:
+def row_group(config: int = 0) -> int:
+    """Row tiles per block of the row-group kernel with warp layout `config`."""
+    rw, _, ntw = ROW_CONFIGS[config]
+    return rw * ntw
+
+
+def row_config_fits(m: int, config: int) -> bool:
+    """The double-buffered x staging (2·KW k-blocks of 8·MT rows) must fit 48 KB of static shared memory."""
+    return ROW_CONFIGS[config][1] * token_tiles(m) <= 8
+
+
+def row_splits(n_tiles: int, k_blocks: int, sms: int = 132, config: int = 0) -> tuple[int, ...]:
     """K-slice counts S worth timing for the row-group kernel: about 2 blocks per SM, half and twice that."""
-    groups = -(-n_tiles // ROW_GROUP)
+    groups = -(-n_tiles // row_group(config))
     base = max(1, -(-2 * sms // groups))
-    return tuple(sorted({max(1, min(k_blocks, s)) for s in (base // 2, base, 2 * base)}))
+    picks = {base // 2, base, 2 * base}
+    # Plus the two divisors of KB in [base/2, 2·base] closest to base: equal slices won every measured
+    # narrow-layer cell (8B qkv/o: S = 4 or 8 of 32 k-blocks, 5-15% faster than S = 3, 6, 9).
+    divisors = [d for d in range(-(-base // 2), 2 * base + 1) if k_blocks % d == 0]
+    picks |= set(sorted(divisors, key=lambda d: (abs(d - base), d))[:2])
+    return tuple(sorted({max(1, min(k_blocks, s)) for s in picks}))
 
 
-def rows_variant(splits: int, prefetch: int = 1) -> int:
-    """The variant number of the row-group kernel with K split `splits` ways and prefetch distance PF."""
-    if prefetch not in ROWS_PREFETCH or not 1 <= splits < ROWS_KERNEL:
-        raise ValueError(f"no row-group variant with {splits} slices and prefetch {prefetch}")
-    return ROWS_KERNEL * prefetch + splits
+def rows_variant(splits: int, prefetch: int = 1, config: int = 0) -> int:
+    """The variant number of the row-group kernel with K split `splits` ways, prefetch distance PF and warp
+    layout `config` (ROW_CONFIGS)."""
+    if prefetch not in ROWS_PREFETCH or not 1 <= splits < ROWS_KERNEL or config not in ROW_CONFIGS:
+        raise ValueError(f"no row-group variant with {splits} slices, prefetch {prefetch}, layout {config}")
+    return 10 * ROWS_KERNEL * config + ROWS_KERNEL * prefetch + splits
+
+
+def rows_parts(variant: int) -> tuple[int, int, int]:
+    """(S, PF, C) of a row-group variant number."""
+    return variant % ROWS_KERNEL, variant // ROWS_KERNEL % 10, variant // (10 * ROWS_KERNEL)
 
 
 def variants(m: int, n_tiles: int, k_blocks: int, k: int, sms: int = 132) -> list[int]:
     """Every launch variant for M tokens: k-slice NTB values, then the row-group kernel's (S, PF) pairs
     (K % 8 == 0 only)."""
     found = [ntb for ntb in block_variants(m) if n_tiles % ntb == 0]
-    if k % 8 == 0 and -(-n_tiles // ROW_GROUP) <= MAX_ROW_GROUPS:
-        splits = row_splits(n_tiles, k_blocks, sms)
-        found += [rows_variant(s, pf) for pf in ROWS_PREFETCH for s in splits]
+    if k % 8 == 0:
+        for config in ROW_CONFIGS:
+            if not row_config_fits(m, config) or -(-n_tiles // row_group(config)) > MAX_ROW_GROUPS:
+                continue
+            splits = row_splits(n_tiles, k_blocks, sms, config)
+            found += [rows_variant(s, pf, config) for pf in ROWS_PREFETCH for s in splits]
     return found
 
 
@@ -99,8 +127,8 @@ def precompile(dtype: torch.dtype, m: int, variant: int, device: torch.device | 
 def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, variant: int = 1) -> torch.Tensor:
     """y = x @ W.T for x [M, K] with M <= 32, W the packed 2:4 weight; returns [M, N] in x.dtype.
 
-    `variant` < ROWS_KERNEL: the k-slice kernel with that many row tiles per block; `rows_variant(S, PF)`:
-    the row-group kernel with K split S ways and weights prefetched PF k-blocks ahead."""
+    `variant` < ROWS_KERNEL: the k-slice kernel with that many row tiles per block; `rows_variant(S, PF, C)`:
+    the row-group kernel with K split S ways, weights prefetched PF k-blocks ahead, warp layout C."""
     if x.dim() != 2 or x.shape[1] != packed.k:
         raise ValueError(f"x must be [M, {packed.k}], got {tuple(x.shape)}")
     if x.dtype != packed.dtype:
@@ -119,9 +147,15 @@ def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, variant: int = 1) -> tor
             args=[packed.values, packed.meta, x, y, m, packed.n, packed.k, packed.k_blocks],
         )
         return y
-    splits = variant % ROWS_KERNEL
-    groups = -(-packed.n_tiles // ROW_GROUP)
-    if not 1 <= splits <= packed.k_blocks or packed.k % 8 or groups > MAX_ROW_GROUPS:
+    splits, _, config = rows_parts(variant)
+    groups = -(-packed.n_tiles // row_group(config))
+    if (
+        not 1 <= splits <= packed.k_blocks
+        or packed.k % 8
+        or groups > MAX_ROW_GROUPS
+        or not row_config_fits(m, config)
+        or packed.n_tiles % ROW_CONFIGS[config][2]
+    ):
         raise ValueError(f"row-group variant {variant} does not fit {packed.n}x{packed.k}")
     if x.data_ptr() % 16:  # cp.async copies 16-byte chunks of each row
         x = x.clone()
@@ -151,10 +185,11 @@ def mma_sp_linear(x: torch.Tensor, packed: PackedMmaSp, variant: int = 1) -> tor
 
 
 def _family(variant: int) -> int:
-    """The compiled kernel a variant runs: NTB of the k-slice kernel, or ROWS_KERNEL·PF."""
+    """The compiled kernel a variant runs: NTB of the k-slice kernel, or 10·ROWS_KERNEL·C + ROWS_KERNEL·PF."""
     if variant < ROWS_KERNEL:
         return variant
-    if variant // ROWS_KERNEL not in ROWS_PREFETCH:
+    _, prefetch, config = rows_parts(variant)
+    if prefetch not in ROWS_PREFETCH or config not in ROW_CONFIGS:
         raise ValueError(f"unknown mma.sp variant {variant}")
     return variant // ROWS_KERNEL * ROWS_KERNEL
 
@@ -175,7 +210,9 @@ def _arch(device: torch.device | None) -> str:
 def _compiled(bf16: bool, mt: int, family: int, arch: str):  # -> torch.cuda._utils._CudaKernel
     flag = "true" if bf16 else "false"
     if family >= ROWS_KERNEL:
-        name = f"sp24_mma_rows<{flag}, {mt}, {family // ROWS_KERNEL}>"
+        _, prefetch, config = rows_parts(family)
+        rw, kw, ntw = ROW_CONFIGS[config]
+        name = f"sp24_mma_rows<{flag}, {mt}, {prefetch}, {rw}, {kw}, {ntw}>"
     else:
         name = f"sp24_mma_gemm<{flag}, {mt}, {family}>"
     cubin, lowered = _nvrtc_compile(kernel_source(), name, arch)

@@ -200,15 +200,15 @@ __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_gemm(
 // ---------------------------------------------------------------------------------------------------------
 // Row-group kernel (M = 9..32 above all): the k-slice kernel above has every block read all of x, so for
 // 16-32 tokens the activation traffic from L2 (blocks × K × M × 2 bytes) outgrows the weight itself. Here
-// the 8 warps of a block take 8 consecutive row tiles and walk the SAME k-blocks, so each k-block of x is
-// copied once per block into shared memory (cp.async, 16-byte chunks, double-buffered) and every warp
+// the 8 warps of a block take a group of consecutive row tiles (8 in the original layout; RW·NTW with the
+// warp layouts below) and walk the SAME k-blocks, so each k-block of x is copied once per block into shared
+// memory (cp.async, 16-byte chunks, double-buffered) and every warp
 // reads its B fragments from there with ldmatrix (one instruction per tile and token tile). K is split
 // across blockIdx.y (S slices); with S > 1 each slice writes fp32 partials to `ws` and the last block of a
 // row group to finish (a self-resetting counter) sums them in a fixed order and writes y. One launch, no
 // host synchronisation, no memset. PF: weight prefetch distance in k-blocks (1 or 2). Needs K % 8 == 0
 // and x 16-byte aligned (kernel.py checks).
 
-#define SP24_ROW_GROUP 8   // row tiles per block, one per warp
 #define SP24_XROW 272      // bytes per staged token row: 128 inputs + 16 bytes padding (conflict-free ldmatrix)
 
 __device__ __forceinline__ u32 smem_u32(const void* p) {
@@ -241,35 +241,50 @@ __device__ __forceinline__ F32x4 load_l2_v4(const float* p) {  // partials: from
   return v;
 }
 
-// Copy k-block kb of x (8·MT token rows × 128 inputs) into a staging buffer; rows past M and inputs past K
-// are zero-filled by cp.async itself (source size 0).
-template <int MT>
-__device__ __forceinline__ void stage_x(unsigned char* buf, const u16* x, int M, int K, int kb) {
-  for (int q = threadIdx.x; q < MT * 128; q += SP24_WARPS * 32) {
-    const int row = q >> 4, c = q & 15;
-    const int k = kb * 128 + c * 8;
-    const bool ok = row < M && k < K;
-    cp_async16(smem_u32(buf + row * SP24_XROW + c * 16), x + (ok ? (u64)row * K + k : 0), ok);
+// Copy k-blocks kb, kb + 1, ..., kb + KW - 1 of x (8·MT token rows × 128 inputs each) into KW consecutive
+// staging slots; rows past M, inputs past K and k-blocks from kb_end on are zero-filled by cp.async itself
+// (source size 0), so a warp whose k-block lies past its slice multiplies zeros and adds nothing.
+template <int MT, int KW>
+__device__ __forceinline__ void stage_x(unsigned char* buf, const u16* x, int M, int K, int kb, int kb_end) {
+  for (int q = threadIdx.x; q < KW * MT * 128; q += SP24_WARPS * 32) {
+    const int slot = q / (MT * 128), r = q % (MT * 128);
+    const int row = r >> 4, c = r & 15;
+    const int k = (kb + slot) * 128 + c * 8;
+    const bool ok = row < M && k < K && kb + slot < kb_end;
+    cp_async16(smem_u32(buf + (slot * MT * 8 + row) * SP24_XROW + c * 16), x + (ok ? (u64)row * K + k : 0),
+               ok);
   }
 }
 
 // vals/meta as above; y: [M][N]; ws: [S][M][16·NT] fp32 partials (S > 1); counters: >= gridDim.x zeros.
-template <bool BF16, int MT, int PF>
+// The 8 warps form RW row lanes × KW k lanes; warp (rw, kw) owns row tiles NTW·rw .. NTW·rw + NTW - 1 of
+// the block's group of RW·NTW tiles and, within the block's K slice, k-blocks kb0 + kw, kb0 + kw + KW, ...
+// The KW partial sums of a tile are added in shared memory in k-lane order (deterministic) before the
+// split-K epilogue. RW = 8, KW = 1, NTW = 1 is the original row-group kernel.
+template <bool BF16, int MT, int PF, int RW, int KW, int NTW>
 __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_rows(
     const U32x4* __restrict__ vals, const U32x2* __restrict__ meta, const u16* __restrict__ x,
     u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ counters, int M, int N, int K, int KB,
     int NT, int S) {
-  __shared__ __align__(16) unsigned char xs[2][MT * 8 * SP24_XROW];
+  static_assert(RW * KW == SP24_WARPS, "8 warps per block");
+  constexpr int G = RW * NTW;                      // row tiles per block
+  constexpr int SLOT = MT * 8 * SP24_XROW;         // bytes of one staged k-block
+  static_assert(2 * KW * SLOT <= 48 * 1024, "static shared memory");
+  static_assert((KW - 1) * RW * NTW * MT * 512 <= 2 * KW * SLOT, "reduction reuses the staging buffers");
+  __shared__ __align__(16) unsigned char xs[2][KW * SLOT];
   __shared__ int is_last;
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int nt = blockIdx.x * SP24_ROW_GROUP + warp;
+  const int rw = warp % RW;
+  const int kw = warp / RW;
+  const int nt = blockIdx.x * G + rw * NTW;  // first row tile of this warp (NT % NTW == 0)
   const bool active = nt < NT;  // the last group may have idle warps: they load tile 0, store nothing
   const int s = blockIdx.y;
   const int kb0 = (int)((long long)KB * s / S);
   const int kb1 = (int)((long long)KB * (s + 1) / S);
+  const int steps = (kb1 - kb0 + KW - 1) / KW;
   const u64 vstride = (u64)KB * 128;
   const u64 mstride = (u64)KB * 32;
   const U32x4* vbase = vals + (u64)(active ? nt : 0) * vstride + lane;
@@ -278,81 +293,125 @@ __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_rows(
   const int lrow = lane & 7;
   const int lcol = (lane >> 3) * 16;  // bytes
 
-  float acc[MT][4];
+  float acc[NTW][MT][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+  for (int j = 0; j < NTW; ++j)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[j][mt][i] = 0.f;
 
-  if (kb0 < kb1) {
-    stage_x<MT>(xs[0], x, M, K, kb0);
+  if (steps > 0) {
+    stage_x<MT, KW>(xs[0], x, M, K, kb0, kb1);
     cp_async_commit();
-    // Weights PF k-blocks ahead: w[0] = kb, ..., w[PF-1] = kb + PF - 1 already requested, w[PF] requested
-    // in the iteration. ptxas places a prefetch as late as the end of its iteration, so PF = 2 keeps a
-    // k-block of weights in flight behind each barrier and x copy, for 18 more registers (fewer blocks per
-    // SM): which one wins depends on the shape, so both are measured (kernel.py).
-    U32x4 a[PF + 1][1][4];
-    U32x2 e[PF + 1][1];
+    // Weights PF steps ahead: w[0] = step i, ..., w[PF-1] = step i + PF - 1 already requested, w[PF]
+    // requested in the iteration. ptxas places a prefetch as late as the end of its iteration, so PF = 2
+    // keeps a k-block of weights in flight behind each barrier and x copy, for more registers (fewer
+    // blocks per SM): which one wins depends on the shape, so both are measured (kernel.py). A k-block
+    // index past the slice is clamped (a re-read, an L2 hit) and meets zeros in x.
+    U32x4 a[PF + 1][NTW][4];
+    U32x2 e[PF + 1][NTW];
 #pragma unroll
     for (int p = 0; p < PF; ++p)
-      load_kblock<1>(a[p], e[p], vbase, mbase, vstride, mstride, min(kb0 + p, kb1 - 1));
-    for (int kb = kb0; kb < kb1; ++kb) {
-      const int buf = (kb - kb0) & 1;
+      load_kblock<NTW>(a[p], e[p], vbase, mbase, vstride, mstride, min(kb0 + p * KW + kw, kb1 - 1));
+    for (int i = 0; i < steps; ++i) {
+      const int buf = i & 1;
       cp_async_wait_all();
-      __syncthreads();  // x(kb) visible to all warps; everyone is done reading the other buffer
-      if (kb + 1 < kb1) stage_x<MT>(xs[buf ^ 1], x, M, K, kb + 1);
+      __syncthreads();  // x(step i) visible to all warps; everyone is done reading the other buffer
+      if (i + 1 < steps) stage_x<MT, KW>(xs[buf ^ 1], x, M, K, kb0 + (i + 1) * KW, kb1);
       cp_async_commit();
-      load_kblock<1>(a[PF], e[PF], vbase, mbase, vstride, mstride, min(kb + PF, kb1 - 1));
+      load_kblock<NTW>(a[PF], e[PF], vbase, mbase, vstride, mstride,
+                       min(kb0 + (i + PF) * KW + kw, kb1 - 1));
       u32 b[4][MT][4];
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
-          ldmatrix_x4(b[kk][mt], smem_u32(xs[buf] + (mt * 8 + lrow) * SP24_XROW + kk * 64 + lcol));
+          ldmatrix_x4(b[kk][mt],
+                      smem_u32(xs[buf] + kw * SLOT + (mt * 8 + lrow) * SP24_XROW + kk * 64 + lcol));
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const u32 ew = (kk < 2) ? e[0][0].x : e[0][0].y;
-          if (kk & 1) {
-            mma_sp<BF16, 1>(acc[mt], a[0][0][kk], b[kk][mt], ew);
-          } else {
-            mma_sp<BF16, 0>(acc[mt], a[0][0][kk], b[kk][mt], ew);
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int j = 0; j < NTW; ++j) {
+            const u32 ew = (kk < 2) ? e[0][j].x : e[0][j].y;
+            if (kk & 1) {
+              mma_sp<BF16, 1>(acc[j][mt], a[0][j][kk], b[kk][mt], ew);
+            } else {
+              mma_sp<BF16, 0>(acc[j][mt], a[0][j][kk], b[kk][mt], ew);
+            }
           }
+#pragma unroll
+      for (int p = 0; p < PF; ++p)
+#pragma unroll
+        for (int j = 0; j < NTW; ++j) {
+          e[p][j] = e[p + 1][j];
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) a[p][j][kk] = a[p + 1][j][kk];
         }
-#pragma unroll
-      for (int p = 0; p < PF; ++p) {
-        e[p][0] = e[p + 1][0];
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) a[p][0][kk] = a[p + 1][0][kk];
-      }
     }
   }
 
-  // Accumulator reg i of lane (g, t): output feature 16·nt + g + 8·(i>>1), token 8·mt + 2t + (i&1).
+  if constexpr (KW > 1) {
+    // k lanes 1..KW-1 hand their partials to k lane 0 through the (now idle) staging buffers;
+    // [lane slot][j][mt][reg][lane] keeps every warp's stores and loads conflict-free.
+    cp_async_wait_all();
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(&xs[0][0]);
+    constexpr int PER = NTW * MT * 4 * 32;  // floats per warp
+    if (kw > 0) {
+#pragma unroll
+      for (int j = 0; j < NTW; ++j)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            red[((kw - 1) * RW + rw) * PER + ((j * MT + mt) * 4 + i) * 32 + lane] = acc[j][mt][i];
+    }
+    __syncthreads();
+    if (kw == 0) {
+#pragma unroll
+      for (int q = 1; q < KW; ++q)
+#pragma unroll
+        for (int j = 0; j < NTW; ++j)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+              acc[j][mt][i] += red[((q - 1) * RW + rw) * PER + ((j * MT + mt) * 4 + i) * 32 + lane];
+    }
+  }
+  const bool writer = active && kw == 0;
+
+  // Accumulator reg i of lane (g, t): output feature 16·(nt + j) + g + 8·(i>>1), token 8·mt + 2t + (i&1).
   if (S == 1) {
-    if (active) {
+    if (writer) {
+#pragma unroll
+      for (int j = 0; j < NTW; ++j)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int m = mt * 8 + 2 * t + (i & 1);
+            const int n = (nt + j) * 16 + g + 8 * (i >> 1);
+            if (m < M && n < N) y[(u64)m * N + n] = to_half_bits<BF16>(acc[j][mt][i]);
+          }
+    }
+    return;
+  }
+  const u64 np = (u64)NT * 16;
+  if (writer) {
+#pragma unroll
+    for (int j = 0; j < NTW; ++j)
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int m = mt * 8 + 2 * t + (i & 1);
-          const int n = nt * 16 + g + 8 * (i >> 1);
-          if (m < M && n < N) y[(u64)m * N + n] = to_half_bits<BF16>(acc[mt][i]);
+          const int n = (nt + j) * 16 + g + 8 * (i >> 1);
+          if (m < M) ws[((u64)s * M + m) * np + n] = acc[j][mt][i];
         }
-    }
-    return;
-  }
-  const u64 np = (u64)NT * 16;
-  if (active) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int m = mt * 8 + 2 * t + (i & 1);
-        const int n = nt * 16 + g + 8 * (i >> 1);
-        if (m < M) ws[((u64)s * M + m) * np + n] = acc[mt][i];
-      }
   }
   __threadfence();
   __syncthreads();
@@ -360,9 +419,9 @@ __global__ void __launch_bounds__(SP24_WARPS * 32) sp24_mma_rows(
   __syncthreads();
   if (!is_last) return;
   __threadfence();
-  // Sum the S partials of the group's 128 features × M tokens: 4 features per 16-byte load, 4 slices'
+  // Sum the S partials of the group's 16·G features × M tokens: 4 features per 16-byte load, 4 slices'
   // loads in flight per thread, always added in slice order (deterministic).
-  const int quads = SP24_ROW_GROUP * 4;
+  const int quads = G * 4;
   for (int o = threadIdx.x; o < quads * M; o += SP24_WARPS * 32) {
     const int m = o / quads;
     const int n = blockIdx.x * quads * 4 + (o % quads) * 4;
@@ -397,11 +456,18 @@ SP24_INST(false, 1, 1) SP24_INST(false, 1, 2) SP24_INST(false, 1, 4)
 SP24_INST(false, 2, 1) SP24_INST(false, 2, 2) SP24_INST(false, 2, 4)
 SP24_INST(false, 4, 1) SP24_INST(false, 4, 2)
 
-#define SP24_INST_ROWS(BF, MT, PF)                                                                         \
-  template __global__ void sp24_mma_rows<BF, MT, PF>(const U32x4*, const U32x2*, const u16*, u16*, float*, \
-                                                     int*, int, int, int, int, int, int);
-SP24_INST_ROWS(true, 1, 1) SP24_INST_ROWS(true, 2, 1) SP24_INST_ROWS(true, 4, 1)
-SP24_INST_ROWS(true, 1, 2) SP24_INST_ROWS(true, 2, 2) SP24_INST_ROWS(true, 4, 2)
-SP24_INST_ROWS(false, 1, 1) SP24_INST_ROWS(false, 2, 1) SP24_INST_ROWS(false, 4, 1)
-SP24_INST_ROWS(false, 1, 2) SP24_INST_ROWS(false, 2, 2) SP24_INST_ROWS(false, 4, 2)
+#define SP24_INST_ROWS(BF, MT, PF, RW, KW, NTW)                                                        \
+  template __global__ void sp24_mma_rows<BF, MT, PF, RW, KW, NTW>(const U32x4*, const U32x2*, const u16*, \
+                                                                  u16*, float*, int*, int, int, int, int, \
+                                                                  int, int);
+#define SP24_INST_ROWS_CFG(BF, MT, PF) \
+  SP24_INST_ROWS(BF, MT, PF, 8, 1, 1) SP24_INST_ROWS(BF, MT, PF, 4, 2, 1) \
+  SP24_INST_ROWS(BF, MT, PF, 4, 2, 2) SP24_INST_ROWS(BF, MT, PF, 8, 1, 2)
+#define SP24_INST_ROWS_ALL(BF)                                                                            \
+  SP24_INST_ROWS_CFG(BF, 1, 1) SP24_INST_ROWS_CFG(BF, 2, 1) SP24_INST_ROWS_CFG(BF, 4, 1)                  \
+  SP24_INST_ROWS_CFG(BF, 1, 2) SP24_INST_ROWS_CFG(BF, 2, 2) SP24_INST_ROWS_CFG(BF, 4, 2)                  \
+  SP24_INST_ROWS(BF, 1, 1, 2, 4, 2) SP24_INST_ROWS(BF, 2, 1, 2, 4, 2)                                     \
+  SP24_INST_ROWS(BF, 1, 2, 2, 4, 2) SP24_INST_ROWS(BF, 2, 2, 2, 4, 2)
+SP24_INST_ROWS_ALL(true)
+SP24_INST_ROWS_ALL(false)
 #endif

@@ -28,15 +28,24 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.mark.parametrize("n,k", [(64, 128), (48, 200), (100, 260), (17, 36), (4096, 4096), (1000, 1500)])
 @pytest.mark.parametrize("m", [1, 3, 8, 9, 16, 17, 32])
 def test_mma_sp_kernel_matches_float64_reference(n, k, m, dtype):
-    from sparse24.kernel import ROWS_KERNEL, mma_sp_linear, rows_variant, variants
+    from sparse24.kernel import (
+        ROW_CONFIGS,
+        ROWS_KERNEL,
+        mma_sp_linear,
+        row_config_fits,
+        rows_variant,
+        variants,
+    )
     from sparse24.layout import pack_mma_sp
 
     w = weight_24(n, k, dtype, seed=n * 7 + k)
     packed = pack_mma_sp(w)
     found = variants(m, packed.n_tiles, packed.k_blocks, k)
     assert found and (k % 8 != 0 or any(v > ROWS_KERNEL for v in found))
-    if k % 8 == 0:  # the row-group kernel without and with every K split, both prefetch distances
-        found = sorted({*found, *(rows_variant(s, pf) for s in (1, packed.k_blocks) for pf in (1, 2))})
+    if k % 8 == 0:  # the row-group kernel with K unsplit and fully split, both PF, every layout
+        configs = [c for c in ROW_CONFIGS if row_config_fits(m, c)]
+        extra = {rows_variant(s, pf, c) for s in (1, packed.k_blocks) for pf in (1, 2) for c in configs}
+        found = sorted({*found, *extra})
     for variant in found:
         x = torch.randn(m, k, device="cuda", dtype=dtype)  # fresh input per variant
         ref = x.double() @ w.double().T
@@ -62,14 +71,16 @@ def test_row_kernel_takes_unaligned_rows_and_repeated_graph_replays():
     assert x.data_ptr() % 16 == 8
     y = mma_sp_linear(x, packed, rows_variant(3))
     assert rel_error(y, x.double() @ w.double().T) < 1e-2
-    precompile(torch.bfloat16, 12, rows_variant(5, 2))
-    x = torch.randn(12, 1024, device="cuda", dtype=torch.bfloat16)
-    graph, out = capture(lambda: mma_sp_linear(x, packed, rows_variant(5, 2)))
-    for _ in range(3):
-        x.copy_(torch.randn_like(x))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert rel_error(out, x.double() @ w.double().T) < 1e-2
+    for config in (0, 2, 4):  # one warp per row tile; 2 k lanes × 2 tiles per warp; 4 k lanes
+        variant = rows_variant(5, 2, config)
+        precompile(torch.bfloat16, 12, variant)
+        x = torch.randn(12, 1024, device="cuda", dtype=torch.bfloat16)
+        graph, out = capture(lambda v=variant, x=x: mma_sp_linear(x, packed, v))
+        for _ in range(3):
+            x.copy_(torch.randn_like(x))
+            graph.replay()
+            torch.cuda.synchronize()
+            assert rel_error(out, x.double() @ w.double().T) < 1e-2
 
 
 @pytest.mark.parametrize("m", [1, 5, 16, 64, 300])

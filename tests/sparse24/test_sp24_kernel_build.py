@@ -14,10 +14,12 @@ import pytest
 
 from sparse24.kernel import (
     BLOCK_TILES,
+    ROW_CONFIGS,
     ROWS_PREFETCH,
     block_variants,
     kernel_source,
     kernel_version,
+    row_config_fits,
     token_tiles,
 )
 
@@ -38,7 +40,17 @@ def test_kernel_builds_for_ampere_and_hopper(tmp_path, arch):
     proc = nvcc(tmp_path, f"-arch={arch}", "-cubin", "-o", "k.cubin", "-Xptxas", "-v")
     assert (tmp_path / "k.cubin").stat().st_size > 0
     entries = re.findall(r"Compiling entry function '(\w+)'", proc.stderr)
-    assert len(entries) == 28  # {bf16, f16} × (8 (MT, NTB) k-slice variants + 3 MT × 2 PF row-group ones)
+    # {bf16, f16} × (8 (MT, NTB) k-slice variants + every (MT, PF, layout) row-group one the launcher uses)
+    rows = {
+        (token_tiles(m), pf, *ROW_CONFIGS[c])
+        for m in (1, 16, 32)
+        for pf in ROWS_PREFETCH
+        for c in ROW_CONFIGS
+        if row_config_fits(m, c)
+    }
+    assert len(entries) == 2 * (8 + len(rows))
+    found = re.findall(r"sp24_mma_rowsILb1ELi(\d)ELi(\d)ELi(\d)ELi(\d)ELi(\d)E", " ".join(entries))
+    assert {tuple(int(v) for v in f) for f in found} == rows
     # no local-memory stack frames beyond a few bytes: the fragments stay in registers
     frames = [int(b) for b in re.findall(r"(\d+) bytes stack frame", proc.stderr)]
     assert frames and max(frames) <= 16, proc.stderr
@@ -61,6 +73,5 @@ def test_instantiated_variants_match_the_launcher():
     instances = set(re.findall(r"SP24_INST\(true, (\d), (\d)\)", text))
     expected = {(str(token_tiles(m)), str(ntb)) for m in (1, 16, 32) for ntb in block_variants(m)}
     assert instances == expected and set(BLOCK_TILES) == {1, 2, 4}
-    rows = set(re.findall(r"SP24_INST_ROWS\(true, (\d), (\d)\)", text))
-    assert rows == {(str(token_tiles(m)), str(pf)) for m in (1, 16, 32) for pf in ROWS_PREFETCH}
+    assert "SP24_INST_ROWS_ALL(true)" in text and "SP24_INST_ROWS_ALL(false)" in text  # listed by the build
     assert len(kernel_version()) == 12
