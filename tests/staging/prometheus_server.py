@@ -3,7 +3,6 @@ target, with fast scrapes and rule evaluation, temporary storage, and a small HT
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,14 +14,10 @@ import httpx
 import yaml
 from staging_tools import DEPLOY
 
+from tests.ports import free_port
+
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 GATEWAY_JOB = "sparsefleet-gateway"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape_config_for(gateway: str, own_address: str, interval: str) -> dict:
