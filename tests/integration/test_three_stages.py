@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.loadtest.conftest import Server, wait_until_settled
+from tests.servers import Server, wait_until_settled
 
 pytestmark = pytest.mark.slow
 
