@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from service.api import generate, health, metrics, openai
-from service.api.asgi import GenerationEndpoint
+from service.api.asgi import GenerationEndpoint, GenerationFastPath
 from service.api.deps import Gateway
 from service.api.errors import install_error_handlers
 from service.dispatch import Dispatcher
@@ -55,12 +55,15 @@ def create_app(config: FleetConfig, *, engines: Sequence[Engine] | None = None) 
         "/v1/completions": openai.completions,
         "/v1/chat/completions": openai.chat_completions,
     }
-    for path, handle in reversed(generation_routes.items()):
-        # First in the route table, so the hot path is matched before anything else.
-        endpoint = GenerationEndpoint(
+    endpoints = {
+        path: GenerationEndpoint(
             partial(handle, gateway), max_body_bytes=config.limits.max_body_bytes, authorize=gateway.check_key
         )
-        app.router.routes.insert(0, Route(path, endpoint, methods=["POST"], name=handle.__name__))
+        for path, handle in generation_routes.items()
+    }
+    for path, endpoint in endpoints.items():
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
+    app.add_middleware(GenerationFastPath, endpoints=endpoints)
     for module in (openai, health, metrics):
         app.include_router(module.router)
     return app

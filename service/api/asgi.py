@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from pydantic import BaseModel, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_body, validation_error_body
 from service.errors import BodyTooLarge, GatewayError, InvalidRequest
@@ -163,3 +163,21 @@ class GenerationEndpoint:
             if not started:
                 body = error_body("internal error; see the gateway log", "server_error", None)
                 await send_json(send, 500, body)
+
+
+class GenerationFastPath:
+    """Hands POSTs to the generation routes straight to their endpoints, ahead of Starlette's exception
+    middleware, FastAPI's exit stack and the route table (~0.1-0.2 ms of CPU per request here). The same
+    endpoints stay in the route table, which answers everything else (405 for other methods)."""
+
+    def __init__(self, app: ASGIApp, endpoints: dict[str, GenerationEndpoint]) -> None:
+        self.app = app
+        self._endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            endpoint = self._endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -59,6 +59,7 @@ class _Connection(asyncio.Protocol):
             self.abort()  # bytes nobody asked for: the connection can no longer be trusted
             return
         response.received = True
+        response.last_data_at = response.loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -92,12 +93,32 @@ class Response:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.received = False  # any byte of it arrived (a reused connection that fails before can be retried)
+        self.loop = asyncio.get_running_loop()
+        self.last_data_at = self.loop.time()
         self._pool = pool
         self._connection: _Connection | None = connection
         self._chunks: collections.deque[bytes] = collections.deque()
         self._complete_keep_alive: bool | None = None  # set once the whole body is in
         self._error: HTTPError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # One timer per response rather than a timeout per wait: it re-arms itself for what is left of the
+        # silence allowed since the last byte, and fails the response once that has passed.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer = self.loop.call_later(pool.read_timeout_s, self._check_silence)
+
+    def _check_silence(self) -> None:
+        limit = self._pool.read_timeout_s
+        silent = self.loop.time() - self.last_data_at
+        if silent >= limit:
+            self._timer = None
+            self._fail(HTTPError(f"no data for {limit:g} s"))
+        else:
+            self._timer = self.loop.call_later(limit - silent, self._check_silence)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     @property
     def done(self) -> bool:
@@ -119,21 +140,19 @@ class Response:
 
     def _complete(self, keep_alive: bool) -> None:
         self._complete_keep_alive = keep_alive
+        self._stop_timer()
         self._wake()
 
     def _fail(self, error: HTTPError) -> None:
         if self._complete_keep_alive is None and self._error is None:
             self._error = error
+            self._stop_timer()
             self._wake()
 
     async def _wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
+        self._waiter = self.loop.create_future()
         try:
-            async with asyncio.timeout(self._pool.read_timeout_s):
-                await self._waiter
-        except TimeoutError:
-            raise HTTPError(f"no data for {self._pool.read_timeout_s:g} s") from None
+            await self._waiter
         finally:
             self._waiter = None
 
@@ -161,6 +180,7 @@ class Response:
 
     def close(self) -> None:
         """Give the connection back when the response was read to its end, else close it (an abort)."""
+        self._stop_timer()
         connection, self._connection = self._connection, None
         if connection is None:
             return
