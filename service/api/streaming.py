@@ -37,17 +37,23 @@ async def stream_events(
     send: Send,
 ) -> None:
     """`chunk(text)` formats each text delta, `final()` the closing events; errors after the first token can
-    no longer change the status code, so they travel as an error event before `[DONE]`. The closing events
-    and `[DONE]` go out as one write. The generation is closed whatever happens."""
+    no longer change the status code, so they travel as an error event before `[DONE]`. The last text, the
+    closing events and `[DONE]` go out as one write (each write is a syscall and a wake-up of the client).
+    The generation is closed whatever happens."""
 
     async def run() -> None:
         await send(_SSE_START)
+        last = b""
         try:
             async for text in generation.chunks():
-                await send({"type": "http.response.body", "body": sse(chunk(text)), "more_body": True})
-            tail = b"".join([sse(event) for event in final()])
+                event = sse(chunk(text))
+                if generation.summary.finish_reason is not None:
+                    last = event  # the last text: it goes out with the closing events, in one write
+                    continue
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            tail = last + b"".join([sse(event) for event in final()])
         except GatewayError as exc:
-            tail = sse(error_body(exc.message, exc.error_type, exc.param))
+            tail = last + sse(error_body(exc.message, exc.error_type, exc.param))
         await send({"type": "http.response.body", "body": tail + DONE, "more_body": False})
 
     try:
