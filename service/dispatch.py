@@ -106,8 +106,11 @@ class Dispatcher:
                 continue
             slot = replica.slot()
             try:
-                async with asyncio.timeout_at(deadline):
-                    await slot.__aenter__()
+                if replica.slot_free:
+                    await slot.__aenter__()  # no wait, so no timer to arm (and cancel) either
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        await slot.__aenter__()
             except QueueFull as exc:
                 full = full or (replica, exc)  # counted only if no other replica takes the request
                 continue
