@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -83,7 +83,7 @@ class Dispatcher:
     async def open(self, request: GenerationInput, options: SamplingOptions, target: Target) -> Generation:
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        request_id = f"sf-{uuid.uuid4().hex}"
+        request_id = f"sf-{secrets.token_hex(16)}"  # random bits as uuid4, no UUID object
         plan = self._router.plan(self._fleet.candidates(), variant=target.variant, replica=target.replica)
         if not plan:
             what = target.replica or target.variant or "any variant"
