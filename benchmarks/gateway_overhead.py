@@ -263,7 +263,7 @@ def main(
             results = asyncio.run(
                 _measure(direct, gateway, concurrency, requests, rounds, max_tokens, warmup, meter)
             )
-            hop = asyncio.run(_probe(direct, gateway, probe, meter))
+            hop = asyncio.run(_probe(direct, gateway, probe, meter)) if probe > 0 else None
         except RuntimeError:
             log.flush()
             print((Path(tmp) / "servers.log").read_text()[-3000:], file=sys.stderr)
@@ -276,7 +276,8 @@ def main(
             log.close()
     if results:
         _report(results, model, concurrency, requests, rounds, max_tokens)
-    _report_probe(hop)
+    if hop is not None:
+        _report_probe(hop)
 
 
 async def _measure(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -83,7 +83,7 @@ class Dispatcher:
     async def open(self, request: GenerationInput, options: SamplingOptions, target: Target) -> Generation:
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        request_id = f"sf-{uuid.uuid4().hex}"
+        request_id = f"sf-{secrets.token_hex(16)}"  # random bits as uuid4, no UUID object
         plan = self._router.plan(self._fleet.candidates(), variant=target.variant, replica=target.replica)
         if not plan:
             what = target.replica or target.variant or "any variant"
@@ -106,8 +106,11 @@ class Dispatcher:
                 continue
             slot = replica.slot()
             try:
-                async with asyncio.timeout_at(deadline):
-                    await slot.__aenter__()
+                if replica.slot_free:
+                    await slot.__aenter__()  # no wait, so no timer to arm (and cancel) either
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        await slot.__aenter__()
             except QueueFull as exc:
                 full = full or (replica, exc)  # counted only if no other replica takes the request
                 continue

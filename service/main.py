@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from service.api import generate, health, metrics, openai
+from service.api.asgi import GenerationEndpoint, GenerationFastPath
 from service.api.deps import Gateway
-from service.api.errors import BodyLimitMiddleware, install_error_handlers
+from service.api.errors import install_error_handlers
 from service.dispatch import Dispatcher
 from service.engines.base import Engine
 from service.errors import ConfigError
@@ -47,8 +50,21 @@ def create_app(config: FleetConfig, *, engines: Sequence[Engine] | None = None) 
     )
     app.state.gateway = gateway
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
-    for module in (generate, openai, health, metrics):
+    generation_routes = {
+        "/generate": generate.generate,
+        "/v1/completions": openai.completions,
+        "/v1/chat/completions": openai.chat_completions,
+    }
+    endpoints = {
+        path: GenerationEndpoint(
+            partial(handle, gateway), max_body_bytes=config.limits.max_body_bytes, authorize=gateway.check_key
+        )
+        for path, handle in generation_routes.items()
+    }
+    for path, endpoint in endpoints.items():
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
+    app.add_middleware(GenerationFastPath, endpoints=endpoints)
+    for module in (openai, health, metrics):
         app.include_router(module.router)
     return app
 

@@ -64,6 +64,11 @@ class Replica:
         return self.in_flight + self.queued
 
     @property
+    def slot_free(self) -> bool:
+        """`slot()` would be entered without waiting."""
+        return not self._slots.locked()
+
+    @property
     def saturated(self) -> bool:
         """No free slot and a full queue: one more request would be rejected."""
         return self.in_flight >= self.max_concurrency and self.queued >= self.max_queue

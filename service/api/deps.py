@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
 from service.dispatch import Dispatcher
 from service.errors import Unauthorized
@@ -21,6 +23,10 @@ class Gateway:
     fleet: Fleet
     dispatcher: Dispatcher
     telemetry: Telemetry
+    check_key: KeyCheck = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.check_key = KeyCheck(self.config.auth.api_keys)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in a worker thread, a hop that
@@ -32,20 +38,30 @@ async def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
+class KeyCheck:
+    """The API-key check, with the keys encoded once: `check(authorization header)` raises Unauthorized."""
+
+    def __init__(self, keys: Sequence[SecretStr]) -> None:
+        self._keys = [key.get_secret_value().encode() for key in keys]
+
+    def __call__(self, authorization: bytes | None) -> None:
+        if not self._keys:
+            return
+        scheme, _, token = (authorization or b"").partition(b" ")
+        presented = token.strip()
+        # Compare against every key in constant time; the token itself is never logged or echoed.
+        matched = any([hmac.compare_digest(presented, key) for key in self._keys])
+        if scheme.lower() != b"bearer" or not matched:
+            raise Unauthorized(
+                "missing or invalid API key (send `Authorization: Bearer <key>`)",
+                param="authorization",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
 def _check_key(request: Request, gateway: Gateway) -> None:
-    keys = gateway.config.auth.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    presented = token.strip().encode()
-    # Compare against every key in constant time; the token itself is never logged or echoed.
-    matched = any(hmac.compare_digest(presented, key.get_secret_value().encode()) for key in keys)
-    if scheme.lower() != "bearer" or not matched:
-        raise Unauthorized(
-            "missing or invalid API key (send `Authorization: Bearer <key>`)",
-            param="authorization",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    header = request.headers.get("authorization")
+    gateway.check_key(header.encode("latin-1") if header is not None else None)
 
 
 def require_key(scope: Literal["generate", "health", "metrics"]):  # noqa: ANN201 - a FastAPI dependency

@@ -2,6 +2,7 @@
 
 `model` names a variant (routed by policy among its replicas) or a replica (pinned). Responses carry the
 usual OpenAI fields plus `replica`, `variant` and `timings`, which OpenAI clients keep as extra attributes.
+The two generation routes are served on the raw ASGI interface (service/api/asgi.py says why).
 """
 
 from __future__ import annotations
@@ -9,24 +10,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
+from starlette.types import Receive, Scope, Send
 
+from service.api.asgi import parse, send_empty, send_json
 from service.api.deps import Gateway, GatewayDep, require_key
-from service.api.streaming import ClientGone, ClosingStreamingResponse, collect_text, sse_events
+from service.api.streaming import collect_text, stream_events
 from service.dispatch import Generation
 from service.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
 router = APIRouter(prefix="/v1", dependencies=[require_key("generate")])
 
 
-@router.post("/completions")
-async def completions(body: CompletionRequest, request: Request, gateway: GatewayDep) -> Any:
-    return await _serve(body, body.max_tokens, request, gateway, chat=False)
+async def completions(gateway: Gateway, scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
+    body = parse(CompletionRequest, scope, raw)
+    await _serve(body, body.max_tokens, gateway, receive, send, chat=False)
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request, gateway: GatewayDep) -> Any:
-    return await _serve(body, body.max_completion_tokens or body.max_tokens, request, gateway, chat=True)
+async def chat_completions(gateway: Gateway, scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
+    body = parse(ChatCompletionRequest, scope, raw)
+    await _serve(body, body.max_completion_tokens or body.max_tokens, gateway, receive, send, chat=True)
 
 
 @router.get("/models", response_model=ModelList)
@@ -68,25 +71,25 @@ def _min_len(values: Any) -> int | None:
 async def _serve(
     body: CompletionRequest | ChatCompletionRequest,
     max_tokens: int | None,
-    request: Request,
     gateway: Gateway,
+    receive: Receive,
+    send: Send,
     *,
     chat: bool,
-) -> Any:
+) -> None:
     target = gateway.dispatcher.resolve(body.model, param="model")
     options = body.options(body.temperature, gateway.config.limits.default_max_tokens, max_tokens)
     generation = await gateway.dispatcher.open(body.generation_input(), options, target)
     shape = _ChatShape(generation, body) if chat else _CompletionShape(generation, body)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return ClosingStreamingResponse(
-            generation, sse_events(generation, shape.chunk, lambda: shape.final_chunks(include_usage))
-        )
-    try:
-        text = await collect_text(generation, request)
-    except ClientGone:
-        return Response(status_code=499)
-    return shape.response(text)
+        await stream_events(generation, shape.chunk, lambda: shape.final_chunks(include_usage), receive, send)
+        return
+    text = await collect_text(generation, receive)
+    if text is None:
+        await send_empty(send, 499)
+        return
+    await send_json(send, 200, shape.response(text))
 
 
 class _Shape:

@@ -1,89 +1,78 @@
-"""Delivery of a `Generation`: server-sent events for streams, and for plain responses a race between the
-generation and the client hanging up, so that a vanished client aborts its request in the engine."""
+"""Delivery of a `Generation` on the raw ASGI interface: server-sent events for streams, and for plain
+responses the collected text; either way a client that hangs up aborts its request in the engine."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import Request
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
+from service.api.asgi import encode, until_disconnect
 from service.api.errors import error_body
 from service.dispatch import Generation
 from service.errors import GatewayError
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_SSE_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ],
+}
+DONE = b"data: [DONE]\n\n"
 
 
-def sse(data: dict[str, Any] | str) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {payload}\n\n"
+def sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + encode(data) + b"\n\n"
 
 
-class ClosingStreamingResponse(StreamingResponse):
-    """Closes the generation whatever happens to the response (disconnect, error, server shutdown)."""
-
-    def __init__(self, generation: Generation, body: AsyncIterator[str]) -> None:
-        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
-        self._generation = generation
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._generation.aclose()
-
-
-async def sse_events(
+async def stream_events(
     generation: Generation,
-    chunk: Callable[[str], dict[str, Any] | None],
+    chunk: Callable[[str], dict[str, Any]],
     final: Callable[[], list[dict[str, Any]]],
-) -> AsyncIterator[str]:
+    receive: Receive,
+    send: Send,
+) -> None:
     """`chunk(text)` formats each text delta, `final()` the closing events; errors after the first token can
-    no longer change the status code, so they travel as an error event before `[DONE]`."""
+    no longer change the status code, so they travel as an error event before `[DONE]`. The last text, the
+    closing events and `[DONE]` go out as one write (each write is a syscall and a wake-up of the client).
+    The generation is closed whatever happens."""
+
+    async def run() -> None:
+        await send(_SSE_START)
+        last = b""
+        try:
+            async for text in generation.chunks():
+                event = sse(chunk(text))
+                if generation.summary.finish_reason is not None:
+                    last = event  # the last text: it goes out with the closing events, in one write
+                    continue
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            tail = last + b"".join([sse(event) for event in final()])
+        except GatewayError as exc:
+            tail = last + sse(error_body(exc.message, exc.error_type, exc.param))
+        await send({"type": "http.response.body", "body": tail + DONE, "more_body": False})
+
     try:
-        async for text in generation.chunks():
-            event = chunk(text)
-            if event is not None:
-                yield sse(event)
-        for event in final():
-            yield sse(event)
-    except GatewayError as exc:
-        yield sse(error_body(exc.message, exc.error_type, exc.param))
-    yield sse("[DONE]")
-
-
-class ClientGone(Exception):
-    """The client hung up before a non-streamed answer was ready; nothing is left to send."""
-
-
-async def collect_text(generation: Generation, request: Request) -> str:
-    """All the text of a non-streamed generation; aborts it if the client disconnects first."""
-
-    async def consume() -> str:
-        return "".join([text async for text in generation.chunks()])
-
-    work = asyncio.ensure_future(consume())
-    hangup = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            return work.result()
-        raise ClientGone()
+        await until_disconnect(run(), receive)
     finally:
-        hangup.cancel()
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
         await generation.aclose()
 
 
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+async def collect_text(generation: Generation, receive: Receive) -> str | None:
+    """All the text of a non-streamed generation; None (and the generation aborted) if the client
+    disconnected first."""
+    parts: list[str] = []
+
+    async def consume() -> None:
+        async for text in generation.chunks():
+            parts.append(text)
+
+    try:
+        gone = await until_disconnect(consume(), receive)
+    finally:
+        await generation.aclose()
+    return None if gone else "".join(parts)
