@@ -17,10 +17,7 @@ intra-op thread. Batches are independent, so this uses the cores fully, also for
 attention kernels that scale poorly inside one op; pruning itself runs with all threads.
 
 Linear layers that receive the very same input tensor (q/k/v; gate/up) share one set of statistics, which
-saves the Hessian accumulation for all but the first of them. The sequential schedule also remembers those
-groups (a `SharingPlan`, by names relative to the block) and, from the second block on, prunes a whole group
-at once, one lane per layer: pruning one matrix is a chain of small dependent steps that keeps only one core
-busy, and every batch waits for it.
+saves the Hessian accumulation for all but the first of them.
 """
 
 from __future__ import annotations
@@ -62,26 +59,6 @@ class _SharedInputs:
         self._local.last = None
 
 
-class SharingPlan:
-    """Which linear layers of a block read the same input as an earlier one ("leader" → its followers), by
-    names relative to the block. Learned from one block, applied to the next: the blocks of a model share
-    one layout, and the runner checks every use against the tensors it actually sees."""
-
-    def __init__(self) -> None:
-        self._followers: dict[str, list[str]] = {}
-        self._lock = threading.Lock()
-
-    def learn(self, leader: str, follower: str) -> None:
-        with self._lock:
-            members = self._followers.setdefault(leader, [])
-            if follower not in members:
-                members.append(follower)
-
-    def followers(self, leader: str) -> list[str]:
-        with self._lock:
-            return list(self._followers.get(leader, ()))
-
-
 class _Done(Exception):
     """Raised once the last linear layer's input is recorded: the rest of the block feeds no statistics."""
 
@@ -94,7 +71,6 @@ def run_block_parallel(
     prune: PruneLinear,
     *,
     need_outputs: bool = True,
-    sharing: SharingPlan | None = None,  # noqa: ARG001 - one signature for both schedules
 ) -> None:
     """Statistics from the dense block, prune every linear, then outputs: replaces `inputs.hidden` (left
     stale when `need_outputs` is False: the last block's outputs feed nothing)."""
@@ -153,12 +129,8 @@ class _SequentialRun:
         new_stats: NewStats,
         prune: PruneLinear,
         need_outputs: bool,
-        sharing: SharingPlan,
     ) -> None:
         self.inputs = inputs
-        self.sharing = sharing
-        self.leader_of: dict[int, str] = {}  # id(stats) → the linear whose input they were collected from
-        self.expected: dict[str, LinearStats] = {}  # pruned ahead as a follower: the stats it must share
         self.need_outputs = need_outputs
         self.linears = linears
         self.names = {id(m): n for n, m in linears.items()}
@@ -177,29 +149,18 @@ class _SequentialRun:
 
     def hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         name = self.names[id(module)]
-        x = args[0]
         if name in self.pruned:
-            expected = self.expected.get(name)
-            if expected is not None and self.shared.shared_with(x) is not expected:
-                raise BlockScheduleError(
-                    f"{name} was pruned with the statistics of {self.leader_of[id(expected)]}, but its input "
-                    "differs in this block; use --within-layer parallel for this architecture"
-                )
             return
+        x = args[0]
         complete = self.shared.shared_with(x)
         if complete is not None:  # same input as a linear whose statistics are already complete
             with self.state:
                 self.stats.setdefault(name, complete)
-                leader = self.leader_of[id(complete)]
-            self.sharing.learn(self.relative[leader], self.relative[name])
             self._prune_once(name, all_threads=False)
             self._stop_if_done()
             return
         with self.state:
-            stats = self.stats.get(name)
-            if stats is None:
-                stats = self.stats[name] = self.new_stats(module.in_features)
-                self.leader_of[id(stats)] = name
+            stats = self.stats.setdefault(name, self.new_stats(module.in_features))
         stats.add(x)  # in this lane, concurrently with the other lanes
         self.shared.remember(x, stats)
         with self.state:
@@ -237,54 +198,28 @@ class _SequentialRun:
         return None
 
     def _prune_once(self, name: str, *, all_threads: bool) -> None:
-        """Prune `name`; with `all_threads` (every batch is waiting), also the layers the plan says share
-        its input, concurrently, one lane each."""
         with self.state:
             if name in self.pruned:
                 return
             if name in self.pruning:  # another lane is on it
                 self.state.wait_for(lambda: name in self.pruned or self.error is not None)
                 return
-            group = [name, *self._followers(name)] if all_threads else [name]
-            for member in group[1:]:
-                self.stats[member] = self.expected[member] = self.stats[name]
-            self.pruning.update(group)
+            self.pruning.add(name)
+        if all_threads:
+            torch.set_num_threads(self.threads)
         try:
-            self._prune_group(group, all_threads=all_threads)
+            self.prune(name, self.linears[name], self.stats[name])
         except BaseException as exc:
             with self.state:  # before the waiting threads see the layer as done
                 self.error = self.error or exc
             raise
         finally:
-            with self.state:
-                self.pruning.difference_update(group)
-                self.pruned.update(group)
-                self.state.notify_all()
-
-    def _followers(self, leader: str) -> list[str]:
-        """(state held) Layers of this block the plan expects to read `leader`'s input, not yet pruned;
-        largest first, so that the lanes finish together."""
-        by_relative = {rel: full for full, rel in self.relative.items()}
-        names = [by_relative.get(rel) for rel in self.sharing.followers(self.relative[leader])]
-        found = [n for n in names if n is not None and n not in self.pruned and n not in self.pruning]
-        return sorted(found, key=lambda n: -self.linears[n].weight.numel())
-
-    def _prune_group(self, group: list[str], *, all_threads: bool) -> None:
-        if len(group) > 1 and self.threads > 1:
-            run_in_lanes(
-                len(group),
-                self.threads,
-                lambda i: self.prune(group[i], self.linears[group[i]], self.stats[group[i]]),
-            )
-            return
-        if all_threads:
-            torch.set_num_threads(self.threads)
-        try:
-            for member in group:
-                self.prune(member, self.linears[member], self.stats[member])
-        finally:
             if all_threads:
                 torch.set_num_threads(1)
+            with self.state:
+                self.pruning.discard(name)
+                self.pruned.add(name)
+                self.state.notify_all()
 
     def work(self, index: int) -> None:
         torch.set_num_threads(1)
@@ -319,8 +254,6 @@ class _SequentialRun:
 
     def run(self, block: nn.Module) -> None:
         self.block = block
-        inside = {id(m): n for n, m in block.named_modules()}
-        self.relative = {name: inside.get(id(m), name) for name, m in self.linears.items()}
         handles = [m.register_forward_pre_hook(self.hook) for m in self.linears.values()]
         threads = [
             threading.Thread(target=self.work, args=(i,), daemon=True) for i in range(len(self.inputs))
@@ -352,12 +285,10 @@ def run_block_sequential(
     prune: PruneLinear,
     *,
     need_outputs: bool = True,
-    sharing: SharingPlan | None = None,
 ) -> None:
     """One pass: each linear pruned from the outputs of the already pruned ones; replaces `inputs.hidden`
-    (left stale when `need_outputs` is False). Pass the same `sharing` plan for every block of a model so
-    that groups learned in one block are pruned together in the next."""
-    _SequentialRun(inputs, linears, new_stats, prune, need_outputs, sharing or SharingPlan()).run(block)
+    (left stale when `need_outputs` is False)."""
+    _SequentialRun(inputs, linears, new_stats, prune, need_outputs).run(block)
 
 
 RUNNERS = {"sequential": run_block_sequential, "parallel": run_block_parallel}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from prune_jobs.block_inputs import BlockInputs, capture_block_inputs
-from prune_jobs.block_runner import RUNNERS, SharingPlan
+from prune_jobs.block_runner import RUNNERS
 from prune_jobs.calibration import CalibrationSet, load_calibration
 from prune_jobs.config import PruneConfig, RunConfig
 from prune_jobs.embedded import cache_root, file_sha256
@@ -146,14 +146,6 @@ def default_group_size(config: PruneConfig, in_features: dict[str, int]) -> int 
     return group_size
 
 
-def _in_block_order(outcome: PruneOutcome, names: list[str]) -> None:
-    """Put the block's just-appended layer reports (and names) back into the block's module order."""
-    count = len(names)
-    rank = {name: i for i, name in enumerate(names)}
-    outcome.layers[-count:] = sorted(outcome.layers[-count:], key=lambda r: rank[r.name])
-    outcome.block_names[-count:] = sorted(outcome.block_names[-count:], key=rank.__getitem__)
-
-
 class PruneSession:
     """A loaded model plus its calibration inputs, ready to be pruned (and restored, for sweeps)."""
 
@@ -257,7 +249,6 @@ class PruneSession:
             inputs = self._block0.clone() if self._block0 is not None else None
             runner = RUNNERS[config.within_layer]
             new_stats = self._stats_factory()
-            sharing = SharingPlan()
             bar = tqdm(
                 list(zip(blocks, self.linears, strict=True)),
                 desc=f"{config.method} {target.label}",
@@ -270,16 +261,7 @@ class PruneSession:
                         prune_linear(name, linear, None)
                 elif linears:
                     last = index == len(blocks) - 1
-                    runner(
-                        block,
-                        inputs,
-                        linears,
-                        new_stats,
-                        prune_linear,
-                        need_outputs=not last,
-                        sharing=sharing,
-                    )
-                    _in_block_order(outcome, list(linears))  # layers sharing an input are pruned concurrently
+                    runner(block, inputs, linears, new_stats, prune_linear, need_outputs=not last)
                 else:  # nothing selected here, but the next block needs this one's outputs
                     with torch.no_grad():
                         for batch in range(len(inputs)):

@@ -37,22 +37,18 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DEFAULT_DAMP) ->
     """Upper Cholesky factor U of (H + λI)^-1, λ = damp · mean(diag H). hessian: [cols, cols] → [cols, cols].
 
     Retries with 10x the dampening (up to three times) rather than failing on a nearly singular H.
-
-    With J the order-reversing permutation and J H J = L Lᵀ, H^-1 = (J L^-1 J)ᵀ (J L^-1 J) and J L^-1 J is
-    upper triangular: one factorisation and one triangular inverse instead of the reference's factorise,
-    invert, factorise again (a quarter less time for a 1536-wide Hessian here).
     """
     cols = hessian.shape[0]
     diag = torch.arange(cols)
     mean_diag = float(hessian.diagonal().mean())
-    identity = torch.eye(cols, dtype=hessian.dtype)
     for attempt in range(4):
-        h = hessian.flip(0, 1)  # a copy: J H J
+        h = hessian.clone()
         h[diag, diag] += damp * (10**attempt) * mean_diag
         lower, info = torch.linalg.cholesky_ex(h)
         if int(info) == 0:
-            upper = torch.linalg.solve_triangular(lower, identity, upper=False).flip(0, 1)
-            if bool(torch.isfinite(upper).all()):
+            h_inv = torch.cholesky_inverse(lower)
+            upper, info = torch.linalg.cholesky_ex(h_inv, upper=True)
+            if int(info) == 0:
                 return upper
     raise HessianNotPositiveDefinite(f"Hessian of size {cols} is not positive definite even with dampening")
 

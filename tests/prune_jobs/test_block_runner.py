@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 
 import pytest
 import torch
 
 from prune_jobs.block_inputs import capture_block_inputs
-from prune_jobs.block_runner import RUNNERS, BlockScheduleError, SharingPlan
+from prune_jobs.block_runner import RUNNERS
 from prune_jobs.masks import SparsityTarget
 from prune_jobs.methods import METHODS
 from prune_jobs.model_io import decoder_layers, layer_linears, load_causal_lm
@@ -150,63 +149,3 @@ def test_the_last_block_can_skip_its_outputs(tiny, mode):
         assert changed == need_outputs
         results.append({n: m.weight.detach().clone() for n, m in linears.items()})
     assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])
-
-
-def _run_blocks(model, ids, prune, sharing):
-    name, blocks = decoder_layers(model)
-    inputs = capture_block_inputs(model, blocks[0], ids, batch_size=2)
-    for index, block in enumerate(blocks):
-        RUNNERS["sequential"](
-            block,
-            inputs,
-            layer_linears(block, f"{name}.{index}"),
-            lambda d: LinearStats(d, full_hessian=True),
-            prune,
-            sharing=sharing,
-        )
-    return torch.cat(inputs.hidden)
-
-
-def test_a_shared_plan_prunes_input_sharing_layers_together(tiny):
-    """Block 0 teaches the plan q→k,v and gate→up; block 1 prunes each group at once (one lane per layer
-    when there are two threads), with the same result as one layer at a time."""
-    model, ids = tiny
-    spans: dict[str, tuple[float, float]] = {}
-
-    def prune(lin_name, linear, stats):
-        started = time.perf_counter()
-        time.sleep(0.2)  # long enough for concurrent prunes to overlap visibly
-        new = METHODS["magnitude"].prune(linear.weight.detach(), stats, HALF, None)
-        with torch.no_grad():
-            linear.weight.copy_(new)
-        spans[lin_name] = (started, time.perf_counter())
-
-    plan = SharingPlan()
-    with_plan = _run_blocks(copy.deepcopy(model), ids, prune, plan)
-    assert plan.followers("self_attn.q_proj") == ["self_attn.k_proj", "self_attn.v_proj"]
-    assert plan.followers("mlp.gate_proj") == ["mlp.up_proj"]
-    assert plan.followers("self_attn.o_proj") == [] and plan.followers("mlp.down_proj") == []
-    without = _run_blocks(copy.deepcopy(model), ids, prune, None)  # a fresh plan per block: nothing ahead
-    assert torch.equal(with_plan, without)
-    if torch.get_num_threads() > 1:
-
-        def overlap(a: str, b: str) -> bool:
-            return spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
-
-        # `without` ran last: its block 1 pruned one layer at a time; re-run block 1 with the plan to time it
-        spans.clear()
-        _run_blocks(copy.deepcopy(model), ids, prune, plan)
-        assert overlap("model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj")
-        assert overlap("model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj")
-
-
-def test_a_plan_that_does_not_fit_the_block_is_caught(tiny):
-    model, ids = tiny
-    plan = SharingPlan()
-    plan.learn("self_attn.q_proj", "mlp.up_proj")  # up_proj reads the MLP input, not the attention input
-
-    def prune(lin_name, linear, stats):
-        pass
-
-    with pytest.raises(BlockScheduleError, match="up_proj"):
-        _run_blocks(copy.deepcopy(model), ids, prune, plan)
