@@ -34,7 +34,7 @@ class LinearStats:
         self.error_stride = 1 if full_hessian else error_stride
         self.tokens = 0
         self._sampled_tokens = 0
-        self._sq_sum = torch.zeros(in_features, dtype=torch.float64)  # Σ_t x_tj², float64: 10^5 terms
+        self._sq_sum = torch.zeros(in_features, dtype=torch.float64)  # Σ_t x_tj² over all batches
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float32)
         self._hessian: torch.Tensor | None = None
         self._lock = threading.Lock()
@@ -43,7 +43,9 @@ class LinearStats:
         """x: [..., in_features], any leading shape (batch, sequence)."""
         x = x.detach().reshape(-1, self.in_features).to(torch.float32)  # [tokens, in]
         sample = x if self.error_stride == 1 else x[:: self.error_stride]
-        sq_sum = x.square().sum(dim=0, dtype=torch.float64)
+        # float32 inside a batch (a few thousand pairwise-summed terms), float64 across batches: summing
+        # in float64 directly converts every element first and cost as much as a fifth of the Hessian.
+        sq_sum = x.square().sum(dim=0).to(torch.float64)
         partial = gram(sample)  # the expensive part, outside the lock
         with self._lock:
             self.tokens += x.shape[0]
