@@ -156,7 +156,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the checkpoints")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS).replace("%", "%%")
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of: " + ", ".join(VARIANTS).replace("%", "%%"),
     )
     parser.add_argument("--within-layer", default="sequential", choices=("sequential", "parallel"))
     parser.add_argument("--check", default="sparsegpt-2:4", help="variant to cross-check with ppl_check.py")
