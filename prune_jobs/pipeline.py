@@ -280,8 +280,8 @@ class PruneSession:
         return outcome
 
     def _stats_factory(self) -> Callable[[int], LinearStats]:
-        full = self.config.needs_full_hessian
-        return lambda in_features: LinearStats(in_features, full_hessian=full)
+        full, norms = self.config.needs_full_hessian, self.config.prune_method.needs_input_norms
+        return lambda in_features: LinearStats(in_features, full_hessian=full, input_norms=norms)
 
     def evaluate(self, text: Path, seqlen: int, windows: int) -> Perplexity:
         with self.timer.phase("eval"):

@@ -26,11 +26,14 @@ class PruneMethod:
     prune: PruneFn
     needs_calibration: bool  # to choose the mask (magnitude uses data only for the error report)
     needs_hessian: bool  # the full X^T X (quantization always needs it too)
+    needs_input_norms: bool = False  # ‖X_j‖₂ per input feature (skipped otherwise: ~1.4% of SparseGPT's CPU)
 
 
 METHODS: dict[str, PruneMethod] = {
     "magnitude": PruneMethod("magnitude", magnitude.prune, needs_calibration=False, needs_hessian=False),
-    "wanda": PruneMethod("wanda", wanda.prune, needs_calibration=True, needs_hessian=False),
+    "wanda": PruneMethod(
+        "wanda", wanda.prune, needs_calibration=True, needs_hessian=False, needs_input_norms=True
+    ),
     "sparsegpt": PruneMethod("sparsegpt", sparsegpt.prune, needs_calibration=True, needs_hessian=True),
 }
 

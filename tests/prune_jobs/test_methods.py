@@ -99,6 +99,21 @@ def test_relative_output_error_from_the_hessian_equals_the_direct_one():
     assert sampled == pytest.approx(output_error(x, w, pruned), rel=0.15)
 
 
+def test_hessian_does_not_depend_on_the_order_batches_arrive_in():
+    """Batch threads add their statistics in timing order; identical runs must give identical Hessians
+    (float32 accumulation did not: SparseGPT 2:4 masks differed between two runs of the same job)."""
+    torch.manual_seed(0)
+    batches = [torch.randn(512, 96) * scale for scale in (1e-3, 1.0, 30.0, 0.2, 5.0, 1e2)]
+    forward, backward = LinearStats(96, full_hessian=True), LinearStats(96, full_hessian=True)
+    for x in batches:
+        forward.add(x)
+    for x in reversed(batches):
+        backward.add(x)
+    assert forward.hessian().dtype == torch.float32
+    assert torch.equal(forward.hessian(), backward.hessian())
+    assert torch.equal(forward.input_norms(), backward.input_norms())
+
+
 @pytest.mark.parametrize("group_size", [None, 32])
 def test_gptq_quantization_in_the_obs_pass(group_size):
     torch.manual_seed(0)
@@ -176,3 +191,17 @@ def test_obs_equals_the_plain_algorithm(n, m):
     plain = plain_sparsegpt(w, h, n, m)
     assert torch.equal(fast == 0, plain == 0)
     assert torch.allclose(fast, plain, rtol=1e-3, atol=1e-3)
+
+
+def test_statistics_without_input_norms_keep_the_hessian_and_refuse_norms():
+    torch.manual_seed(0)
+    x = correlated_inputs(1024, 32)
+    with_norms, without = (
+        LinearStats(32, full_hessian=True),
+        LinearStats(32, full_hessian=True, input_norms=False),
+    )
+    with_norms.add(x)
+    without.add(x)
+    assert torch.equal(with_norms.hessian(), without.hessian())
+    with pytest.raises(RuntimeError, match="without input norms"):
+        without.input_norms()
