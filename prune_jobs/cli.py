@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from prune_jobs.allocator import tune_glibc_malloc
 from prune_jobs.errors import PruneJobError
 
 app = typer.Typer(
@@ -525,6 +526,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         os.environ[OMP_DEFAULT_MARKER] = "1"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    tune_glibc_malloc()  # before the calibration lanes start (docstring of prune_jobs.allocator)
     try:
         code = app(args=args or ["--help"], prog_name="prune-jobs", standalone_mode=False)
     except typer.TyperException as exc:  # usage errors of the CLI library: unknown option, not a number, ...
