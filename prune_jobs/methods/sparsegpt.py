@@ -18,10 +18,12 @@ One routine, `obs_prune`, serves three callers:
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from prune_jobs.masks import NMPattern, SparsityTarget, check_nm_shape
+from prune_jobs.methods import obs_sweep
 from prune_jobs.quant_api import ColumnQuantizer
 from prune_jobs.stats import LinearStats
 
@@ -101,47 +103,32 @@ def obs_prune(
     if quantizer is not None and group_size is None:
         quantizer.start_group(W)  # per-channel: one grid for the whole row
 
-    for i1 in range(0, cols, block):
-        i2 = min(i1 + block, cols)
-        # [rows, count] columns of this block, updated in place; column-major so a column is contiguous
-        W1 = W[:, i1:i2].t().contiguous().t()
-        Hinv1 = Hinv[i1:i2, i1:i2]  # [count, count]
-        d1 = Hinv1.diagonal()  # [count]
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(max(1, threads - 1), thread_name_prefix="obs-sweep") as pool:
+        for i1 in range(0, cols, block):
+            i2 = min(i1 + block, cols)
+            Hinv1 = Hinv[i1:i2, i1:i2]  # [count, count]
+            if quantizer is None:
+                W1 = W[:, i1:i2].contiguous()  # [rows, count], row-major: the compiled sweep walks rows
+            else:
+                W1 = W[:, i1:i2].t().contiguous().t()  # column-major: the tensor sweep reads columns
 
-        if keep_mask is not None:
-            prune1 = ~keep_mask[:, i1:i2].to(torch.bool)  # [rows, count] True = zero this weight
-        elif target is not None and nm is None:
-            prune1 = _lowest_saliency_in_block(W1, d1, target.sparsity)
-        else:
-            prune1 = torch.zeros_like(W1, dtype=torch.bool)  # N:M: filled lazily below; GPTQ: nothing
+            if keep_mask is not None:
+                prune1 = ~keep_mask[:, i1:i2].to(torch.bool)  # [rows, count] True = zero this weight
+            elif target is not None and nm is None:
+                prune1 = _lowest_saliency_in_block(W1, Hinv1.diagonal(), target.sparsity)
+            else:
+                prune1 = torch.zeros_like(W1, dtype=torch.bool)  # N:M: filled lazily; GPTQ: nothing
 
-        if quantizer is None:
-            Q1, Err1 = _prune_block(W1, Hinv1, prune1, nm)
-        else:
-            Q1, Err1 = _prune_and_quantize_block(W1, Hinv1, prune1, nm, quantizer, i1)
-        W[:, i1:i2] = Q1
-        W[:, i2:].sub_(Err1 @ Hinv[i1:i2, i2:])  # lazy update: [rows, count] @ [count, cols - i2]
+            if quantizer is None:
+                nm_pair = (nm.n, nm.m) if nm is not None else None
+                Err1 = obs_sweep.prune_block(W1, Hinv1, prune1.contiguous(), nm_pair, pool, threads)
+                Q1 = W1
+            else:
+                Q1, Err1 = _prune_and_quantize_block(W1, Hinv1, prune1, nm, quantizer, i1)
+            W[:, i1:i2] = Q1
+            W[:, i2:].sub_(Err1 @ Hinv[i1:i2, i2:])  # lazy update: [rows, count] @ [count, cols - i2]
     return W
-
-
-def _prune_block(
-    W1: torch.Tensor, Hinv1: torch.Tensor, prune1: torch.Tensor, nm: NMPattern | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The OBS sweep over one block, pruning only. W1 [rows, count] (updated in place), Hinv1 [count, count],
-    prune1 bool [rows, count] (N:M groups filled here) → (final values Q1, scaled errors Err1).
-
-    Kept weights have error 0, so after its own update a column of W1 already holds its final values
-    (the pruned entries up to rounding, set to exactly 0 at the end): two tensor ops per column."""
-    d1 = Hinv1.diagonal()  # [count]
-    Err1 = torch.zeros_like(W1)  # [rows, count], column-major like W1
-    scale1 = prune1 / d1  # [rows, count]: 1/d where pruned, 0 where kept
-    for i in range(W1.shape[1]):
-        if nm is not None and i % nm.m == 0:
-            _choose_nm_group(W1, d1, prune1, i, nm)
-            scale1[:, i : i + nm.m] = prune1[:, i : i + nm.m] / d1[i : i + nm.m]
-        torch.mul(W1[:, i], scale1[:, i], out=Err1[:, i])  # err = (w - q) / d, q = w where kept, else 0
-        W1[:, i:].addr_(Err1[:, i], Hinv1[i, i:], alpha=-1.0)  # OBS update of the rest of the block
-    return W1.masked_fill_(prune1, 0.0), Err1
 
 
 def _prune_and_quantize_block(
