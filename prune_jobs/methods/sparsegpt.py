@@ -139,7 +139,9 @@ def _prune_and_quantize_block(
     quantizer: ColumnQuantizer,
     first_column: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The OBS sweep over one block with GPTQ rounding after masking; shapes as in `_prune_block`."""
+    """The OBS sweep over one block with GPTQ rounding after masking, as tensor ops (the quantizer is Python).
+    W1 [rows, count] column-major (updated in place), Hinv1 [count, count], prune1 bool [rows, count] (N:M
+    groups filled here) → (final values Q1, scaled errors Err1)."""
     d1 = Hinv1.diagonal()
     Q1 = torch.zeros_like(W1)  # [rows, count] final values
     Err1 = torch.zeros_like(W1)  # [rows, count] scaled errors
