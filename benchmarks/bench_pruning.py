@@ -109,6 +109,7 @@ def fetch_dense_dir() -> Path:
 def print_table(results: list[dict[str, object]]) -> None:
     header = (
         "variant",
+        "schedule",
         "ppl",
         "target",
         "ok",
@@ -131,6 +132,7 @@ def print_table(results: list[dict[str, object]]) -> None:
         rows.append(
             (
                 r["name"],
+                rep.get("within_layer") or "-",
                 f"{ppl:.2f}",
                 f"{target_ppl:g}",
                 "yes" if ppl <= target_ppl else "NO",
@@ -160,7 +162,7 @@ def main() -> None:
         default=",".join(VARIANTS),
         help="comma-separated subset of: " + ", ".join(VARIANTS).replace("%", "%%"),
     )
-    parser.add_argument("--within-layer", default="sequential", choices=("sequential", "parallel"))
+    parser.add_argument("--within-layer", default="auto", choices=("auto", "sequential", "parallel"))
     parser.add_argument("--check", default="sparsegpt-2:4", help="variant to cross-check with ppl_check.py")
     args = parser.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()]

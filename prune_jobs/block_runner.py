@@ -1,8 +1,8 @@
 """Push the calibration batches through one decoder block while its linear layers are pruned.
 
-Two schedules, chosen by `--within-layer`:
+Two schedules, chosen by `--within-layer` (its `auto` default picks one per job: `PruneConfig.schedule`):
 
-- `sequential` (default): each linear layer is pruned from inputs that already went through the pruned
+- `sequential`: each linear layer is pruned from inputs that already went through the pruned
   linear layers before it in the same block (q/k/v, then o, then gate/up, then down in a Llama block), and
   the block's outputs come out of that same pass: one forward per block. To get there without rewriting any
   architecture's forward, every batch runs in its own thread: at the first call of a linear layer each

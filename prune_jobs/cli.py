@@ -149,9 +149,10 @@ WithinLayerOpt = Annotated[
     _option(
         "--within-layer",
         (
-            "sequential: each linear layer of a block is pruned from inputs that went through the already "
-            "pruned ones (one forward per block; measured better and faster, see docs/pruning.md); parallel: "
-            "all from the dense block's inputs, like the Wanda/SparseGPT reference codes (two forwards)."
+            "auto (default): parallel for unstructured SparseGPT, sequential otherwise (what measured best, "
+            "see docs/pruning.md). sequential: each linear layer of a block is pruned from inputs that went "
+            "through the already pruned ones (one forward per block, ~1.4x faster); parallel: all from the "
+            "dense block's inputs, like the Wanda/SparseGPT reference codes (two forwards)."
         ),
     ),
 ]
@@ -211,7 +212,7 @@ def run(
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     no_serve_marker: NoMarkerOpt = False,
-    within_layer: WithinLayerOpt = "sequential",
+    within_layer: WithinLayerOpt = "auto",
     batch_tokens: BatchTokensOpt = 4096,
     remove_layers: Annotated[
         float | None,
@@ -370,7 +371,7 @@ def sweep(
     exclude: ExcludeOpt = None,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
-    within_layer: WithinLayerOpt = "sequential",
+    within_layer: WithinLayerOpt = "auto",
     batch_tokens: BatchTokensOpt = 4096,
 ) -> None:
     """Prune at several sparsities: perplexity curve (JSON + PNG) and the essential sparsity."""

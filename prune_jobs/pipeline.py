@@ -247,7 +247,7 @@ class PruneSession:
         with self.timer.phase("prune"):
             _, blocks = decoder_layers(self.model)
             inputs = self._block0.clone() if self._block0 is not None else None
-            runner = RUNNERS[config.within_layer]
+            runner = RUNNERS[config.schedule]
             new_stats = self._stats_factory()
             bar = tqdm(
                 list(zip(blocks, self.linears, strict=True)),
@@ -375,7 +375,7 @@ def build_report(
         quantization=quant,
         quantization_group_size=outcome.quant_spec.group_size if outcome.quant_spec else None,
         calibration=calibration_info(session),
-        within_layer=config.within_layer if calibration is not None else None,
+        within_layer=config.schedule if calibration is not None else None,
         layers=outcome.layers,
         nm_check=nm_report,
         perplexity=perplexity_report(dense, pruned),

@@ -66,6 +66,7 @@ def test_24_report_and_serve_marker(tiny_24_dir):
     assert len(report.layers) == 14 and all(layer.nm_valid for layer in report.layers)
     assert all(0 < layer.relative_output_error < 1 for layer in report.layers)
     assert report.calibration.samples == 16 and report.calibration.seqlen == 128
+    assert report.within_layer == "sequential"  # what auto resolves to for N:M
     assert report.perplexity.windows == 4 and report.perplexity.dense > 0 and report.perplexity.pruned > 0
     assert set(report.timings_s) >= {"load", "calibrate", "prune", "quantize", "eval", "save"}
     assert report.command.startswith("prune-jobs run --model")
