@@ -211,8 +211,8 @@ class PruneConfig(BaseModel):
 
         Measured on the shared protocol (docs/benchmarks/pruning.md): unstructured SparseGPT came out better
         with `parallel` in every measurement (0.3-0.5 perplexity at 50% on SmolLM2), N:M SparseGPT did not
-        (67.24 vs 67.21 at 2:4), and `sequential` is ~1.4x faster. So auto buys the quality where it was
-        measured and the speed everywhere else.
+        (67.24 vs 67.21 at 2:4), Wanda came out worse with it (51.44 vs 50.98 at 50%), and `sequential` is
+        ~1.4x faster. So auto buys the quality where it was measured and the speed everywhere else.
         """
         if self.within_layer != "auto":
             return self.within_layer
